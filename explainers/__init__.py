@@ -1,0 +1,22 @@
+"""Explainers: per-sample attributions of a classifier's target logit.
+
+Every explainer is built from a model and called as ``explainer(x, target) -> tensor like x``
+with ``x`` (B, ...) on the model's (or any) device and ``target`` (B,) class indices. The
+user's model is never modified: explainers work on a private frozen copy.
+"""
+
+from .errors import UnsupportedModelError
+from .gradient import Gradient, GradientTimesInput, SmoothGrad
+from .integrated_gradients import IntegratedGradients
+from .lrp import LRP
+from .occlusion import Occlusion
+
+__all__ = [
+    "LRP",
+    "Gradient",
+    "GradientTimesInput",
+    "SmoothGrad",
+    "IntegratedGradients",
+    "Occlusion",
+    "UnsupportedModelError",
+]

@@ -1,0 +1,76 @@
+"""Private, frozen copies of the user's model.
+
+Every explainer works on a deep copy made once at construction: in eval mode, parameters
+frozen (``requires_grad=False``, so backward computes input gradients only), hooks removed.
+The user's model is therefore never touched — no mode switch, no running-statistics update,
+no parameter swap, no leftover hook — and explanations reflect the model *as it was when the
+explainer was built*. Copies for other devices/dtypes are made on first use, under a lock,
+so one explainer can serve several threads and devices.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+
+import torch
+from torch import nn
+
+_HOOK_DICTS = (
+    "_forward_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+    "_forward_pre_hooks",
+    "_forward_pre_hooks_with_kwargs",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+    "_state_dict_hooks",
+    "_state_dict_pre_hooks",
+    "_load_state_dict_pre_hooks",
+    "_load_state_dict_post_hooks",
+)
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """Deep copy of ``model`` in eval mode, with frozen parameters and no hooks."""
+    frozen = copy.deepcopy(model)
+    frozen.eval()
+    frozen.requires_grad_(False)
+    for module in frozen.modules():
+        for attribute in _HOOK_DICTS:
+            hooks = getattr(module, attribute, None)
+            if hooks is not None:
+                hooks.clear()
+        for parameter in module.parameters(recurse=False):
+            parameter.grad = None
+    return frozen
+
+
+def _placement(module: nn.Module) -> tuple[torch.device, torch.dtype] | None:
+    for tensor in (*module.parameters(), *module.buffers()):
+        if tensor.is_floating_point():
+            return tensor.device, tensor.dtype
+    return None
+
+
+class DeviceCopies:
+    """One frozen module per ``(device, dtype)``, created lazily by converting the first one."""
+
+    def __init__(self, frozen: nn.Module) -> None:
+        self._base = frozen
+        self._copies = {_placement(frozen): frozen}
+        self._lock = threading.Lock()
+
+    def get(self, x: torch.Tensor) -> nn.Module:
+        """The copy placed on ``x``'s device with ``x``'s floating dtype."""
+        if None in self._copies:  # no floating parameters or buffers: works anywhere
+            return self._base
+        key = (x.device, x.dtype)
+        found = self._copies.get(key)
+        if found is None:
+            with self._lock:
+                found = self._copies.get(key)
+                if found is None:
+                    found = copy.deepcopy(self._base).to(device=x.device, dtype=x.dtype)
+                    self._copies[key] = found
+        return found

@@ -1,0 +1,82 @@
+"""Which modules the LRP engine understands, and the check that refuses everything else.
+
+A model is supported when every module is either a *known layer* (below) or a *container*
+whose children are all supported. Containers are ``nn.Sequential``/``ModuleList``/
+``ModuleDict`` and modules defined outside ``torch.nn`` without parameters of their own
+(their forward is assumed to only compose children). Anything else — attention, normalisation
+other than BatchNorm, recurrent layers, a custom module holding parameters, a subclass
+overriding ``forward`` — is reported, with its path, by :class:`UnsupportedModelError`
+instead of being explained by a silent fall back to the gradient.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .errors import UnsupportedModelError
+
+AFFINE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+BATCH_NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+AVG_POOL = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)
+MAX_POOL = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
+RELU = (nn.ReLU,)
+#: element-wise activations, explained by the Pass rule
+ACTIVATIONS = (
+    nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
+    nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Sigmoid, nn.Tanh, nn.Softplus,
+)  # fmt: skip
+#: modules whose plain gradient is the LRP propagation (identity, reshaping, winner-takes-all)
+PASS_THROUGH = (nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+KNOWN_LAYERS = AFFINE + BATCH_NORM + AVG_POOL + MAX_POOL + RELU + ACTIVATIONS + PASS_THROUGH
+CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
+
+def _known_base(module: nn.Module) -> type | None:
+    """The known layer type of ``module``, unless it is a subclass that overrides ``forward``."""
+    for base in KNOWN_LAYERS:
+        if isinstance(module, base):
+            return base if type(module).forward is base.forward else None
+    return None
+
+
+def _problem(module: nn.Module) -> str | None:
+    """``None`` if ``module`` is a usable known layer, else a description (type name)."""
+    base = _known_base(module)
+    if base is None:
+        return type(module).__name__
+    if isinstance(module, BATCH_NORM) and not module.track_running_stats:
+        return f"{type(module).__name__} without running statistics"
+    return None
+
+
+def _is_container(module: nn.Module) -> bool:
+    """Plain torch containers, or non-torch modules without own parameters that only hold children."""
+    if any(isinstance(module, base) and type(module).forward is base.forward for base in CONTAINERS):
+        return True
+    defined_in_torch = type(module).__module__.startswith("torch.")
+    has_children = next(module.children(), None) is not None
+    return not defined_in_torch and has_children and not list(module.parameters(recurse=False))
+
+
+def unsupported_modules(model: nn.Module) -> list[tuple[str, str]]:
+    """``(path, description)`` of every module the LRP engine cannot explain, in module order."""
+    found: list[tuple[str, str]] = []
+
+    def visit(path: str, module: nn.Module) -> None:
+        if _known_base(module) is not None or not _is_container(module):
+            problem = _problem(module)
+            if problem is not None:
+                found.append((path or "<model>", problem))
+            return
+        for name, child in module.named_children():
+            visit(f"{path}.{name}" if path else name, child)
+
+    visit("", model)
+    return found
+
+
+def check_supported(model: nn.Module) -> None:
+    """Raise :class:`UnsupportedModelError` listing every unsupported module of ``model``."""
+    found = unsupported_modules(model)
+    if found:
+        raise UnsupportedModelError(found)

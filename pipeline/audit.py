@@ -1,0 +1,361 @@
+"""``unhans audit``: the stages wired together, each resumable through its marker.
+
+data → train (recording dynamics) → explain (Dask) → dynamics → spray → flags → report.
+A stage whose marker exists is skipped on a rerun; the explain stage also resumes unit by
+unit. Stages talk only through the run directory (``storage``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .config import AuditConfig, to_dict
+
+INPUTS = "inputs"
+MODEL_FILE = "model.pt"
+MODEL_FACTORY = "pipeline.small_cnn:small_cnn"
+
+
+@dataclass
+class AuditPaths:
+    run: Path
+
+    @property
+    def images(self) -> Path:
+        return self.run / INPUTS / "images.npy"
+
+    @property
+    def labels(self) -> Path:
+        return self.run / INPUTS / "labels.npy"
+
+    @property
+    def model(self) -> Path:
+        return self.run / MODEL_FILE
+
+
+def _log(message: str, quiet: bool) -> None:
+    if not quiet:
+        print(message, flush=True)
+
+
+def _fingerprint(*arrays: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
+def stage_data(config: AuditConfig, paths: AuditPaths, markers, quiet: bool) -> None:
+    """Build the embedded dataset with its defects; keep ground truth in its own table."""
+    import pyarrow as pa
+
+    from storage import update_manifest, write_table
+
+    from .digits import load_digits_dataset
+
+    dataset = load_digits_dataset(config.dataset)
+    train = dataset.train
+    (paths.run / INPUTS).mkdir(parents=True, exist_ok=True)
+    np.save(paths.images, train.images)
+    np.save(paths.labels, train.labels)
+    np.savez(paths.run / INPUTS / "test.npz", images=dataset.test.images, labels=dataset.test.labels)
+    n = len(train.labels)
+    write_table(paths.run, "ground_truth", pa.table({
+        "sample_id": pa.array(np.arange(n), pa.int64()),
+        "label": pa.array(train.labels, pa.int64()),
+        "true_label": pa.array(train.true_labels, pa.int64()),
+        "tagged": pa.array(train.tagged),
+        "flipped": pa.array(train.flipped),
+    }))
+    update_manifest(paths.run, dataset={
+        "name": config.dataset.name, "num_samples": n, "sample_shape": list(train.images.shape[1:]),
+        "num_classes": len(dataset.class_names), "class_names": dataset.class_names,
+        "fingerprint": _fingerprint(train.images, train.labels),
+    })
+    markers.mark_stage("data", num_samples=n, tagged=int(train.tagged.sum()), flipped=int(train.flipped.sum()))
+    _log(f"data: {n} training images, {int(train.tagged.sum())} tagged, {int(train.flipped.sum())} labels flipped "
+         "(ground truth kept aside)", quiet)
+
+
+def _manifest(run: Path) -> dict:
+    return json.loads((run / "manifest.json").read_text())
+
+
+def stage_train(config: AuditConfig, paths: AuditPaths, markers, quiet: bool) -> None:
+    """Train the small CNN on the noisy labels, recording dynamics every epoch."""
+    import shutil
+
+    import torch
+
+    from spray.dynamics import DynamicsRecorder
+    from storage import update_manifest
+
+    from .devices import available_cores, limit_threads, resolve_device
+    from .small_cnn import small_cnn
+    from .training import save_checkpoint, train_classifier
+
+    info = _manifest(paths.run)["dataset"]
+    limit_threads(available_cores())
+    device = resolve_device(config.training.device)
+    images = np.load(paths.images)
+    labels = np.load(paths.labels)
+    test = np.load(paths.run / INPUTS / "test.npz")
+    # A training run killed midway restarts from scratch: its partial trajectory goes too.
+    shutil.rmtree(paths.run / "dynamics", ignore_errors=True)
+    recorder = DynamicsRecorder(num_samples=len(labels), num_classes=info["num_classes"], store=paths.run)
+    torch.manual_seed(config.training.seed)
+    model = small_cnn(in_channels=images.shape[1], num_classes=info["num_classes"], image_size=images.shape[-1])
+    result = train_classifier(
+        model, images, labels, config.training, device=device, recorder=recorder,
+        test_images=test["images"], test_labels=test["labels"], progress=not quiet,
+    )
+    save_checkpoint(result.model, paths.model)
+    update_manifest(paths.run, model={
+        "factory": MODEL_FACTORY, "kwargs": _model_kwargs(images, info), "checkpoint": MODEL_FILE,
+        "fingerprint": hashlib.sha256(paths.model.read_bytes()).hexdigest()[:16],
+    })
+    markers.mark_stage("train", seconds=result.seconds, train_accuracy=result.train_accuracy,
+                       test_accuracy=result.test_accuracy, device=device)
+    _log(f"train: {config.training.epochs} epochs in {result.seconds:.1f}s on {device}, accuracy "
+         f"{result.train_accuracy:.3f} on the noisy training labels, {result.test_accuracy:.3f} on clean test", quiet)
+
+
+def _model_kwargs(images: np.ndarray, info: dict) -> dict:
+    return {"in_channels": int(images.shape[1]), "num_classes": int(info["num_classes"]),
+            "image_size": int(images.shape[-1])}
+
+
+def stage_explain(config: AuditConfig, paths: AuditPaths, markers, quiet: bool) -> None:
+    """LRP for every training sample on the Dask cluster, unit by unit."""
+    from .cluster import dask_client
+    from .explain_stage import STAGE, ExplainJob, run_explain_stage
+    from .model_spec import ModelSpec
+
+    manifest = _manifest(paths.run)
+    info, model = manifest["dataset"], manifest["model"]
+    job = ExplainJob(
+        run_dir=str(paths.run.resolve()), images_path=str(paths.images.resolve()),
+        labels_path=str(paths.labels.resolve()),
+        model=ModelSpec(factory=model["factory"], checkpoint=str(paths.model.resolve()), kwargs=model["kwargs"]),
+        composite=config.explain.composite, target=config.explain.target,
+        shard_size=config.explain.shard_size, batch_size=config.explain.batch_size,
+        heatmap_dtype=config.explain.heatmap_dtype, device=config.explain.device,
+        threads=config.cluster.threads_per_worker,
+    )
+    start = time.perf_counter()
+    with dask_client(config.cluster) as client:
+        where = config.cluster.scheduler or f"LocalCluster, {config.cluster.workers} workers"
+        _log(f"explain: LRP {config.explain.composite} on {where}", quiet)
+        counts = run_explain_stage(job, client, num_samples=info["num_samples"],
+                                   sample_shape=tuple(info["sample_shape"]), progress=not quiet)
+    seconds = time.perf_counter() - start
+    markers.mark_stage(STAGE, seconds=seconds, **counts)
+    _log(f"explain: {info['num_samples']} heatmaps in {seconds:.1f}s "
+         f"({counts['computed_units']}/{counts['units']} units computed now)", quiet)
+
+
+def stage_dynamics(config: AuditConfig, paths: AuditPaths, markers, quiet: bool) -> None:
+    from spray.dynamics import load_trajectory, statistics_from_trajectory
+    from storage import write_table
+
+    table = statistics_from_trajectory(load_trajectory(paths.run))
+    write_table(paths.run, "dynamics", table)
+    suspects = int(np.asarray(table.column("mislabel_suspect")).sum())
+    markers.mark_stage("dynamics", mislabel_suspects=suspects)
+    _log(f"dynamics: {suspects} mislabel suspects from {table.num_rows} trajectories", quiet)
+
+
+def _load_explanations(run: Path):
+    """Samples table as numpy columns and real relevance heatmaps (stored × scale)."""
+    from storage import open_run
+
+    r = open_run(run)
+    table = r.table("samples").sort_by("sample_id")
+    cols = {name: table.column(name).to_numpy(zero_copy_only=False) for name in
+            ("sample_id", "label", "prediction", "target", "scale", "status")}
+    stored = np.asarray(r.heatmaps[:], dtype=np.float32)
+    heatmaps = stored * cols["scale"].reshape((-1,) + (1,) * (stored.ndim - 1))
+    return cols, heatmaps
+
+
+def stage_spray(config: AuditConfig, paths: AuditPaths, markers, quiet: bool) -> None:
+    """SpRAy per explained class, relevance pooling, Clever-Hans evidence per cluster."""
+    import pyarrow as pa
+    from tqdm.auto import tqdm
+
+    from spray import analyze_group, cluster_evidence, normalize_features, pool_by_group, pool_heatmaps
+    from spray import region_relevance, relevance_shares, umap_map
+    from storage import read_table, write_table
+
+    cfg = config.spray
+    cols, heatmaps = _load_explanations(paths.run)
+    dynamics = read_table(paths.run, "dynamics").sort_by("sample_id")
+    mislabel_flags = np.asarray(dynamics.column("mislabel_suspect")).astype(np.float64)
+    ok = cols["status"] == "ok"
+    n = len(cols["sample_id"])
+    cluster_col = np.full(n, -1, np.int64)
+    umap_xy = np.full((n, 2), np.nan, np.float32)
+    shares = relevance_shares(heatmaps)
+    regions = region_relevance(heatmaps, cfg.region_grid)
+    window = max(2, heatmaps.shape[-1] // 4)
+    classes = np.unique(cols["target"][ok])
+    report_classes = []
+    cluster_means = {}
+    for k in tqdm(classes, desc="spray", unit="class", disable=quiet, leave=False):
+        idx = np.flatnonzero(ok & (cols["target"] == k))
+        features = normalize_features(pool_heatmaps(heatmaps[idx], cfg.pool_size, cfg.relevance), cfg.normalize)
+        analysis = analyze_group(features, n_neighbors=cfg.n_neighbors, max_clusters=cfg.max_clusters, seed=cfg.seed)
+        cluster_col[idx] = analysis.clusters
+        if cfg.umap:
+            umap_xy[idx] = umap_map(features, analysis.graph, seed=cfg.seed)
+        evidence = cluster_evidence(shares[idx], analysis.clusters, int(k), window=window,
+                                    mislabel_flags=mislabel_flags[idx])
+        pooled = pool_by_group(regions[idx], analysis.clusters)
+        for c in range(analysis.n_clusters):
+            cluster_means[f"{int(k)}_{c}"] = heatmaps[idx][analysis.clusters == c].mean(0).sum(0).astype(np.float32)
+        report_classes.append({
+            "class_id": int(k), "num_samples": int(len(idx)), "k_candidates": analysis.k_candidates,
+            "k_chosen": analysis.k_chosen, "n_clusters": analysis.n_clusters, "stability": analysis.stability,
+            "eigengap": analysis.gap, "eigenvalues": analysis.eigenvalues[:cfg.max_clusters + 1].tolist(),
+            "clusters": [e.to_dict() for e in evidence],
+            "region_share": {str(c): v["share"].tolist() for c, v in pooled.items()},
+        })
+    write_table(paths.run, "spray", pa.table({
+        "sample_id": pa.array(cols["sample_id"], pa.int64()),
+        "class_id": pa.array(np.where(ok, cols["target"], -1), pa.int64()),
+        "cluster": pa.array(cluster_col, pa.int64()),
+        "umap_x": pa.array(umap_xy[:, 0], pa.float32()),
+        "umap_y": pa.array(umap_xy[:, 1], pa.float32()),
+    }))
+    np.savez_compressed(paths.run / "spray_cluster_means.npz", **cluster_means)
+    from storage.atomic import write_json_atomic
+
+    write_json_atomic(paths.run / "spray.json", {"window": window, "classes": report_classes})
+    markers.mark_stage("spray", classes=len(classes))
+    _log(f"spray: {len(classes)} classes, {sum(c['n_clusters'] for c in report_classes)} clusters", quiet)
+
+
+def stage_flags(config: AuditConfig, paths: AuditPaths, markers, quiet: bool) -> None:
+    """Per-sample flags and scores, the class ranking, and summary.json."""
+    import pyarrow as pa
+
+    from spray import ClusterEvidence, flag_clusters, rank_classes, relevance_shares, sample_window_share
+    from storage import read_table, write_table
+    from storage.atomic import write_json_atomic
+
+    from .evaluation import evaluate
+
+    spray_info = json.loads((paths.run / "spray.json").read_text())
+    evidence = [ClusterEvidence(**{**c, "window": tuple(c["window"])})
+                for cls in spray_info["classes"] for c in cls["clusters"]]
+    flagged = flag_clusters(evidence)
+    ranking = rank_classes(evidence)
+    cols, heatmaps = _load_explanations(paths.run)
+    spray_table = read_table(paths.run, "spray").sort_by("sample_id")
+    clusters = spray_table.column("cluster").to_numpy()
+    class_ids = spray_table.column("class_id").to_numpy()
+    dynamics = read_table(paths.run, "dynamics").sort_by("sample_id")
+    mislabel_score = dynamics.column("mislabel_score").to_numpy(zero_copy_only=False).astype(np.float64)
+    mislabel_suspect = dynamics.column("mislabel_suspect").to_numpy(zero_copy_only=False).astype(bool)
+
+    n = len(cols["sample_id"])
+    shares = relevance_shares(heatmaps)
+    artifact_score = np.zeros(n)
+    artifact_suspect = np.zeros(n, bool)
+    best_by_class: dict[int, ClusterEvidence] = {}
+    for e in evidence:
+        if e.size > 0 and e.window != (0, 0, 0, 0) and (e.class_id not in best_by_class or e.score > best_by_class[e.class_id].score):
+            best_by_class[e.class_id] = e
+    for k, e in best_by_class.items():
+        idx = np.flatnonzero(class_ids == k)
+        artifact_score[idx] = sample_window_share(shares[idx], e.window) - e.baseline
+    for e in flagged:
+        artifact_suspect |= (class_ids == e.class_id) & (clusters == e.cluster)
+    write_table(paths.run, "flags", pa.table({
+        "sample_id": pa.array(cols["sample_id"], pa.int64()),
+        "artifact_score": pa.array(artifact_score, pa.float32()),
+        "artifact_suspect": pa.array(artifact_suspect),
+        "mislabel_score": pa.array(mislabel_score, pa.float32()),
+        "mislabel_suspect": pa.array(mislabel_suspect),
+    }))
+    manifest = _manifest(paths.run)
+    train_info = markers.stage_info("train") or {}
+    summary = {
+        "schema_version": 1,
+        "run": str(paths.run),
+        "config": to_dict(config),
+        "versions": manifest.get("versions", {}),
+        "dataset": manifest.get("dataset", {}),
+        "model": {**manifest.get("model", {}), "train_accuracy": train_info.get("train_accuracy"),
+                  "test_accuracy": train_info.get("test_accuracy")},
+        "samples": {"total": n, "explained": int((cols["status"] == "ok").sum()),
+                    "quarantined": int((cols["status"] != "ok").sum())},
+        "clever_hans": {
+            "class_ranking": [{"class_id": k, "score": s} for k, s in ranking],
+            "flagged_clusters": [e.to_dict() for e in flagged],
+            "artifact_suspects": int(artifact_suspect.sum()),
+        },
+        "mislabel": {"suspects": int(mislabel_suspect.sum())},
+    }
+    if config.dataset.name == "digits":  # the embedded dataset carries ground truth
+        truth = read_table(paths.run, "ground_truth").sort_by("sample_id")
+        art = config.dataset.artifact
+        summary["evaluation"] = evaluate(
+            class_ranking=[k for k, _ in ranking],
+            artifact_class=art.class_ if art.fraction > 0 else None,
+            artifact_suspect=artifact_suspect, tagged=truth.column("tagged").to_numpy(zero_copy_only=False),
+            mislabel_score=mislabel_score, flipped=truth.column("flipped").to_numpy(zero_copy_only=False),
+        )
+    write_json_atomic(paths.run / "summary.json", summary)
+    markers.mark_stage("flags", artifact_suspects=int(artifact_suspect.sum()), mislabel_suspects=int(mislabel_suspect.sum()))
+    _log(f"flags: {len(flagged)} Clever-Hans cluster(s), {int(artifact_suspect.sum())} artifact suspects, "
+         f"{int(mislabel_suspect.sum())} mislabel suspects", quiet)
+
+
+def stage_report(config: AuditConfig, paths: AuditPaths, markers, quiet: bool) -> None:
+    from .report import write_report
+
+    write_report(paths.run)
+    markers.mark_stage("report")
+
+
+STAGES = [
+    ("data", stage_data),
+    ("train", stage_train),
+    ("explain", stage_explain),
+    ("dynamics", stage_dynamics),
+    ("spray", stage_spray),
+    ("flags", stage_flags),
+    ("report", stage_report),
+]
+
+
+def run_audit(config: AuditConfig, out: str | Path, *, force: bool = False, quiet: bool = False) -> dict:
+    """Run every stage not yet finished in ``out``; returns summary.json as a dict.
+
+    ``force`` starts the run directory over (its old outputs are deleted first).
+    """
+    import shutil
+
+    from storage import init_run
+
+    run = Path(out)
+    if force and run.exists():
+        if not (run / "manifest.json").exists() and any(run.iterdir()):
+            raise FileExistsError(f"{run} is not an unhans run directory; refusing to delete it with --force")
+        shutil.rmtree(run)
+    markers = init_run(run, to_dict(config))
+    paths = AuditPaths(run)
+    total = time.perf_counter()
+    for name, stage in STAGES:
+        if markers.stage_done(name):
+            _log(f"{name}: done already, skipped", quiet)
+            continue
+        stage(config, paths, markers, quiet)
+    _log(f"audit finished in {time.perf_counter() - total:.1f}s", quiet)
+    return json.loads((run / "summary.json").read_text())

@@ -1,0 +1,135 @@
+"""Durable per-epoch storage of a training trajectory inside a run directory.
+
+Layout: ``<run>/dynamics/epoch-00012.npz``, one uncompressed NumPy ``.npz`` per closed epoch
+with the arrays of an :class:`~spray.dynamics.trajectory.EpochRecord` (``margin`` float16,
+``prob`` float16, ``correct`` uint8, each (N,) indexed by sample id: 5 bytes per sample) and the
+0-d int64 scalars ``epoch``, ``num_samples``, ``num_classes``, ``format_version`` (about 1.3 kB of
+headers per file in all).
+
+A file is written to a hidden temporary name in the same directory, flushed and fsynced, then
+renamed over its final name with ``os.replace`` (atomic on POSIX and Windows), and the directory
+is fsynced. A reader therefore sees an epoch entirely or not at all; a crash mid-epoch or
+mid-write leaves at most a stray ``.epoch-*.tmp`` file, which readers ignore. Epochs must form a
+contiguous run ``0..E-1``; a gap is reported as an error rather than silently skipped.
+"""
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+
+from .trajectory import EpochRecord, Trajectory
+
+DYNAMICS_DIR: Final[str] = "dynamics"
+FORMAT_VERSION: Final[int] = 1
+_EPOCH_FILE = re.compile(r"^epoch-(\d+)\.npz$")
+
+
+def dynamics_dir(store: str | os.PathLike[str]) -> Path:
+    """The directory holding the epoch files of the run directory ``store``."""
+    return Path(store) / DYNAMICS_DIR
+
+
+def epoch_path(store: str | os.PathLike[str], epoch: int) -> Path:
+    """Path of the file of ``epoch`` (0-based) in the run directory ``store``."""
+    return dynamics_dir(store) / f"epoch-{epoch:05d}.npz"
+
+
+def write_epoch(store: str | os.PathLike[str], epoch: int, record: EpochRecord, *, num_classes: int) -> Path:
+    """Persist one closed epoch atomically and durably; returns the file's path."""
+    path = epoch_path(store, epoch)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, margin=record.margin, prob=record.prob, correct=record.correct,
+                     epoch=np.int64(epoch), num_samples=np.int64(record.num_samples),
+                     num_classes=np.int64(num_classes), format_version=np.int64(FORMAT_VERSION))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
+    return path
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def stored_epochs(store: str | os.PathLike[str]) -> list[Path]:
+    """Paths of the persisted epochs in order 0..E-1; empty if none. Raises if the epochs have a gap."""
+    directory = dynamics_dir(store)
+    if not directory.is_dir():
+        return []
+    found: dict[int, Path] = {}
+    for path in directory.iterdir():
+        match = _EPOCH_FILE.match(path.name)
+        if match:
+            found[int(match.group(1))] = path
+    for expected, epoch in enumerate(sorted(found)):
+        if epoch != expected:
+            raise ValueError(f"{directory}: epoch {expected} is missing but epoch {epoch} is stored; "
+                             "the trajectory must be contiguous from epoch 0")
+    return [found[e] for e in sorted(found)]
+
+
+def read_epoch(path: str | os.PathLike[str]) -> tuple[EpochRecord, int]:
+    """Read one epoch file: its record and its ``num_classes``."""
+    with np.load(path, allow_pickle=False) as data:
+        version = int(data["format_version"])
+        if version != FORMAT_VERSION:
+            raise ValueError(f"{path}: dynamics format version {version}, this reader knows {FORMAT_VERSION}")
+        record = EpochRecord(margin=data["margin"], prob=data["prob"], correct=data["correct"])
+        if int(data["num_samples"]) != record.num_samples:
+            raise ValueError(f"{path}: header says {int(data['num_samples'])} samples, arrays hold {record.num_samples}")
+        return record, int(data["num_classes"])
+
+
+def read_header(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """``(num_samples, num_classes)`` of an epoch file, without reading its arrays."""
+    with np.load(path, allow_pickle=False) as data:
+        return int(data["num_samples"]), int(data["num_classes"])
+
+
+def read_epochs(store: str | os.PathLike[str], *, num_samples: int, num_classes: int) -> list[EpochRecord]:
+    """All persisted epochs of ``store``, checked against the expected sizes (empty list if none)."""
+    records = []
+    for epoch, path in enumerate(stored_epochs(store)):
+        record, stored_classes = read_epoch(path)
+        if record.num_samples != num_samples or stored_classes != num_classes:
+            raise ValueError(f"{path}: stored epoch {epoch} has num_samples={record.num_samples}, "
+                             f"num_classes={stored_classes}; expected num_samples={num_samples}, "
+                             f"num_classes={num_classes}")
+        records.append(record)
+    return records
+
+
+def load_trajectory(store: str | os.PathLike[str]) -> Trajectory:
+    """Load the whole persisted trajectory of the run directory ``store``.
+
+    Sizes are taken from the first epoch file and every other file must agree.
+    Raises ``FileNotFoundError`` if no epoch has been persisted (sizes cannot be inferred).
+    """
+    paths = stored_epochs(store)
+    if not paths:
+        raise FileNotFoundError(f"no persisted training dynamics under {dynamics_dir(store)}")
+    num_samples, num_classes = read_header(paths[0])
+    records = read_epochs(store, num_samples=num_samples, num_classes=num_classes)
+    return Trajectory.from_epochs(records, num_samples=num_samples, num_classes=num_classes)

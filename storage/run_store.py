@@ -1,0 +1,130 @@
+"""The run directory: a versioned manifest, heatmaps (Zarr), tables (Parquet), markers.
+
+Layout::
+
+    RUN/manifest.json          schema version, config, package versions, fingerprints
+    RUN/heatmaps.zarr          (N, C, H, W) relevance / scale, Zarr v3, sharded per unit
+    RUN/tables/<name>/part-*.parquet   per-sample tables (samples, dynamics, spray, flags)
+    RUN/markers/...            completion markers per stage and per unit
+    RUN/<stage files>          model.pt, dataset.npz, report.html, summary.json, ...
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .atomic import write_json_atomic
+from .heatmaps import HEATMAPS, open_heatmap_array
+from .markers import Markers
+from .tables import has_table, read_table
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+class RunMismatchError(ValueError):
+    """The run directory belongs to a run with another configuration."""
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("unhans", "torch", "numpy", "scikit-learn", "umap-learn", "dask", "distributed", "zarr", "pyarrow"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = sorted(set(a) | set(b))
+        return [d for k in keys for d in _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def init_run(run_dir: Path, config: dict, identity: dict | None = None) -> Markers:
+    """Create the run directory, or reopen it when its manifest has the same config.
+
+    ``config`` is the plain-data config that decides the results; a directory made with a
+    different one raises :class:`RunMismatchError` naming the keys that differ.
+    """
+    run_dir = Path(run_dir)
+    manifest_path = run_dir / MANIFEST
+    if manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("schema_version") != SCHEMA_VERSION:
+            raise RunMismatchError(
+                f"{run_dir}: run store schema version {manifest.get('schema_version')} is not "
+                f"{SCHEMA_VERSION}; use a new output directory"
+            )
+        differ = _diff_keys(manifest.get("config"), config)
+        if differ:
+            raise RunMismatchError(
+                f"{run_dir} holds a run with a different config ({', '.join(differ)} differ); "
+                "use another --out directory, or --force to start this one over"
+            )
+        return Markers(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(manifest_path, {
+        "schema_version": SCHEMA_VERSION,
+        "config": config,
+        "versions": package_versions(),
+        **(identity or {}),
+    })
+    return Markers(run_dir)
+
+
+def update_manifest(run_dir: Path, **fields: Any) -> None:
+    """Add fields (e.g. dataset and model fingerprints) to the manifest."""
+    path = Path(run_dir) / MANIFEST
+    manifest = json.loads(path.read_text())
+    manifest.update(fields)
+    write_json_atomic(path, manifest)
+
+
+@dataclass
+class Run:
+    """Lazy, read-only access to a finished or partial run."""
+
+    path: Path
+    manifest: dict
+
+    @property
+    def markers(self) -> Markers:
+        return Markers(self.path)
+
+    @property
+    def heatmaps(self):
+        """The stored heatmaps as a Zarr array (values are relevance / scale)."""
+        return open_heatmap_array(self.path)
+
+    def heatmaps_dask(self):
+        """The stored heatmaps as a dask array, chunked by shard."""
+        import dask.array as da
+
+        array = self.heatmaps
+        return da.from_zarr(array, chunks=array.shards)
+
+    def table(self, name: str, columns: list[str] | None = None):
+        return read_table(self.path, name, columns)
+
+    def has_table(self, name: str) -> bool:
+        return has_table(self.path, name)
+
+    @property
+    def has_heatmaps(self) -> bool:
+        return (self.path / HEATMAPS).exists()
+
+
+def open_run(path: str | Path) -> Run:
+    """Open a run directory for reading; raises FileNotFoundError with the path if it is none."""
+    path = Path(path)
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"{path} is not an unhans run directory (no {MANIFEST})")
+    return Run(path=path, manifest=json.loads(manifest_path.read_text()))

@@ -1,0 +1,48 @@
+"""Per-sample tables in Parquet: a table is a folder of part files, one per unit of work.
+
+Part files are written atomically under their unit's number, so a retried unit
+replaces its own part and never duplicates rows.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .atomic import write_parquet_atomic
+
+TABLES = "tables"
+
+
+def table_dir(run_dir: Path, name: str) -> Path:
+    return Path(run_dir) / TABLES / name
+
+
+def write_part(run_dir: Path, name: str, unit: int, table) -> Path:
+    """Write one unit's rows of table ``name``."""
+    path = table_dir(run_dir, name) / f"part-{unit:08d}.parquet"
+    write_parquet_atomic(path, table)
+    return path
+
+
+def write_table(run_dir: Path, name: str, table) -> Path:
+    """Write a whole table (a single part)."""
+    directory = table_dir(run_dir, name)
+    if directory.is_dir():
+        for old in directory.glob("part-*.parquet"):
+            old.unlink()
+    return write_part(run_dir, name, 0, table)
+
+
+def read_table(run_dir: Path, name: str, columns: list[str] | None = None):
+    """All parts of table ``name`` as one pyarrow Table (parts in unit order)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    directory = table_dir(run_dir, name)
+    parts = sorted(directory.glob("part-*.parquet"))
+    if not parts:
+        raise FileNotFoundError(f"table {name!r} has no parts in {directory}")
+    return pa.concat_tables([pq.read_table(p, columns=columns) for p in parts])
+
+
+def has_table(run_dir: Path, name: str) -> bool:
+    return any(table_dir(run_dir, name).glob("part-*.parquet"))

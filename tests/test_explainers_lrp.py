@@ -1,0 +1,261 @@
+"""Specification of the LRP explainer (explainers.LRP)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+from torch import nn
+
+from explainers import LRP, UnsupportedModelError
+
+
+def small_cnn(bias: bool = True) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1, bias=bias), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1, bias=bias), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(16 * 4 * 4, 32, bias=bias), nn.ReLU(), nn.Linear(32, 10, bias=bias),
+    )  # fmt: skip
+
+
+def bn_cnn() -> nn.Module:
+    torch.manual_seed(1)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, stride=2), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(), nn.Linear(32, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 5),
+    )  # fmt: skip
+    for module in model.modules():  # non-trivial running statistics and affine parameters
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            nn.init.uniform_(module.weight, 0.5, 1.5)
+            nn.init.uniform_(module.bias, -0.2, 0.2)
+    return model.eval()
+
+
+def images(batch: int = 6, channels: int = 1, size: int = 16, seed: int = 0) -> torch.Tensor:
+    return torch.rand(batch, channels, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def targets(batch: int = 6, classes: int = 10) -> torch.Tensor:
+    return torch.arange(batch) % classes
+
+
+def relative_l2(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def assert_untouched(model: nn.Module, before: dict[str, torch.Tensor], x: torch.Tensor, out: torch.Tensor) -> None:
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    for key in before:
+        assert torch.equal(before[key], after[key]), key
+    for module in model.modules():
+        assert not module._forward_hooks and not module._forward_pre_hooks
+        assert not module._backward_hooks and not module._backward_pre_hooks
+    for parameter in model.parameters():
+        assert parameter.requires_grad and parameter.grad is None
+    with torch.no_grad():
+        assert torch.equal(model(x), out)
+
+
+def test_relevance_of_bias_free_relu_cnn_sums_to_explained_logit():
+    model = small_cnn(bias=False)
+    x, t = images(), targets()
+    relevance = LRP(model)(x, t)
+    logit = model(x).gather(1, t[:, None])[:, 0].detach()
+    assert torch.allclose(relevance.sum((1, 2, 3)), logit, rtol=1e-2, atol=1e-6)
+
+
+def test_zero_bias_conserves_relevance_of_a_biased_cnn():
+    model = small_cnn(bias=True)
+    x, t = images(), targets()
+    relevance = LRP(model, zero_bias=True)(x, t)
+    logit = model(x).gather(1, t[:, None])[:, 0].detach()
+    assert torch.allclose(relevance.sum((1, 2, 3)), logit, rtol=1e-2, atol=1e-6)
+
+
+def test_relevance_has_shape_dtype_and_device_of_input():
+    model = small_cnn()
+    x = images()
+    relevance = LRP(model)(x, targets())
+    assert relevance.shape == x.shape and relevance.dtype == x.dtype and relevance.device == x.device
+    assert not relevance.requires_grad
+    x64 = x.double()
+    relevance64 = LRP(model)(x64, targets())
+    assert relevance64.dtype == torch.float64
+    assert relative_l2(relevance64.float(), relevance) < 1e-4
+
+
+def test_relevance_is_not_gradient_times_input():
+    model = small_cnn()
+    x, t = images(), targets()
+    x_in = x.clone().requires_grad_()
+    model(x_in).gather(1, t[:, None]).sum().backward()
+    assert relative_l2(LRP(model)(x, t), x * x_in.grad) > 0.1
+
+
+@pytest.mark.parametrize("composite", ["epsilon_plus_flat", "epsilon_alpha2_beta1_flat", "epsilon_gamma_box"])
+def test_agrees_with_zennit_on_small_cnn(composite):
+    zennit = pytest.importorskip("zennit")
+    from zennit.attribution import Gradient as ZennitGradient
+    from zennit.composites import EpsilonAlpha2Beta1Flat, EpsilonGammaBox, EpsilonPlusFlat
+
+    model, x, t = small_cnn(), images(), targets()
+    reference_composite, options = {
+        "epsilon_plus_flat": (EpsilonPlusFlat(), {}),
+        "epsilon_alpha2_beta1_flat": (EpsilonAlpha2Beta1Flat(), {}),
+        "epsilon_gamma_box": (EpsilonGammaBox(low=0.0, high=1.0), {"low": 0.0, "high": 1.0}),
+    }[composite]
+    with ZennitGradient(model, reference_composite) as attributor:
+        _, reference = attributor(x.clone().requires_grad_(), lambda out: out * nn.functional.one_hot(t, 10))
+    assert relative_l2(LRP(model, composite, **options)(x, t), reference) <= 1e-3
+    assert zennit is not None
+
+
+def test_agrees_with_zennit_on_net_with_batch_norm():
+    pytest.importorskip("zennit")
+    from zennit.attribution import Gradient as ZennitGradient
+    from zennit.canonizers import SequentialMergeBatchNorm
+    from zennit.composites import EpsilonPlusFlat
+
+    model, x, t = bn_cnn(), images(channels=3) - 0.5, targets(classes=5)
+    relevance = LRP(model)(x, t)
+    reference_model = bn_cnn()
+    composite = EpsilonPlusFlat(canonizers=[SequentialMergeBatchNorm()])
+    with ZennitGradient(reference_model, composite) as attributor:
+        _, reference = attributor(x.clone().requires_grad_(), lambda out: out * nn.functional.one_hot(t, 5))
+    assert relative_l2(relevance, reference) <= 1e-3
+
+
+def test_explaining_never_mutates_the_model():
+    model = bn_cnn().train()  # train mode: a forward on it would update running statistics
+    x, t = images(channels=3), targets(classes=5)
+    before = snapshot(model)
+    with torch.no_grad():
+        out = model.eval()(x)
+    model.train()
+    for composite, options in [("epsilon_plus_flat", {}), ("epsilon_gamma_box", {"low": 0.0, "high": 1.0})]:
+        explainer = LRP(model, composite, **options)
+        explainer(x, t)
+        assert model.training
+        assert_untouched(model.eval(), before, x, out)
+        model.train()
+
+
+def test_user_hooks_are_not_run_and_stay_registered():
+    model = small_cnn()
+    calls = []
+    handle = model[0].register_forward_hook(lambda *args: calls.append(1))
+    LRP(model)(images(), targets())
+    assert calls == []
+    assert len(model[0]._forward_hooks) == 1
+    handle.remove()
+
+
+class Block(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(8, 2)
+        self.fc = nn.Linear(8, 8)
+
+
+class Transformerish(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.ModuleList([Block()])
+        self.norm = nn.LayerNorm(8)
+        self.head = nn.Linear(8, 2)
+
+
+def test_unsupported_model_error_names_module_paths_and_types():
+    with pytest.raises(UnsupportedModelError) as caught:
+        LRP(Transformerish())
+    message = str(caught.value)
+    assert "encoder.0.attn (MultiheadAttention)" in message
+    assert "norm (LayerNorm)" in message
+    assert caught.value.offenders == [("encoder.0.attn", "MultiheadAttention"), ("norm", "LayerNorm")]
+
+
+class OverriddenConv(nn.Conv2d):
+    def forward(self, x):
+        return super().forward(x) * 2
+
+
+class FunctionalParameter(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(1))
+        self.fc = nn.Linear(4, 2)
+
+
+def test_subclasses_with_own_forward_and_modules_with_own_parameters_are_unsupported():
+    with pytest.raises(UnsupportedModelError, match=r"1 \(OverriddenConv\)"):
+        LRP(nn.Sequential(nn.Conv2d(1, 1, 1), OverriddenConv(1, 1, 1)))
+    with pytest.raises(UnsupportedModelError, match=r"<model> \(FunctionalParameter\)"):
+        LRP(FunctionalParameter())
+    with pytest.raises(UnsupportedModelError, match="without running statistics"):
+        LRP(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.BatchNorm1d(4, track_running_stats=False)))
+
+
+def test_model_is_untouched_after_unsupported_model_error():
+    model = Transformerish()
+    before = snapshot(model)
+    with pytest.raises(UnsupportedModelError):
+        LRP(model)
+    for key, value in model.state_dict().items():
+        assert torch.equal(before[key], value)
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    assert isinstance(model.norm, nn.LayerNorm) and isinstance(model.encoder[0].attn, nn.MultiheadAttention)
+
+
+def test_concurrent_explanations_equal_sequential_ones():
+    model = small_cnn()
+    explainer = LRP(model)
+    inputs = [images(seed=s) for s in range(4)]
+    expected = [explainer(x, targets()) for x in inputs]
+    results: dict[int, list[torch.Tensor]] = {}
+
+    def work(i: int) -> None:
+        results[i] = [explainer(inputs[(i + k) % 4], targets()) for k in range(8)]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for i, outputs in results.items():
+        for k, relevance in enumerate(outputs):
+            assert torch.equal(relevance, expected[(i + k) % 4])
+
+
+def test_in_place_activations_and_negative_inputs_are_supported():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(inplace=True), nn.Conv2d(4, 4, 3), nn.LeakyReLU(0.1, inplace=True),
+                          nn.Conv2d(4, 4, 3), nn.Flatten(), nn.Linear(4 * 10 * 10, 3))  # fmt: skip
+    x = images(size=16) - 0.5
+    relevance = LRP(model, zero_bias=True)(x, torch.zeros(6, dtype=torch.long))
+    assert torch.isfinite(relevance).all()
+    pytest.importorskip("zennit")
+    from zennit.attribution import Gradient as ZennitGradient
+    from zennit.composites import EpsilonPlusFlat
+
+    with ZennitGradient(model, EpsilonPlusFlat(zero_params="bias")) as attributor:
+        _, reference = attributor(x.clone().requires_grad_(), lambda out: out * nn.functional.one_hot(torch.zeros(6, dtype=torch.long), 3))
+    assert relative_l2(relevance, reference) <= 1e-3
+
+
+def test_epsilon_gamma_box_requires_bounds_and_unknown_composite_is_rejected():
+    with pytest.raises(ValueError, match="low= and high="):
+        LRP(small_cnn(), "epsilon_gamma_box")
+    with pytest.raises(ValueError, match="composite='nope'"):
+        LRP(small_cnn(), "nope")
+    with pytest.raises(ValueError, match="low/high only apply"):
+        LRP(small_cnn(), low=0.0, high=1.0)
