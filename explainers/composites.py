@@ -100,7 +100,7 @@ def epsilon_gamma_box(
     stabilizer: float = 1e-6,
     zero_bias: bool = False,
 ) -> Composite:
-    """z^B within ``[low, high]`` on the first layer, γ on convolutions, ε on nn.Linear (zennit ``EpsilonGammaBox``)."""
+    """z^B in ``[low, high]`` on the first layer, γ on convolutions, ε on nn.Linear (zennit ``EpsilonGammaBox``)."""
     return Composite(
         first=partial(rules.ZBox, low=low, high=high, stabilizer=stabilizer, zero_bias=zero_bias),
         convolution=partial(rules.Gamma, gamma=gamma, stabilizer=stabilizer, zero_bias=zero_bias),

@@ -57,14 +57,16 @@ class SmoothGrad(Gradient):
         self.n_samples, self.noise_level, self.seed = int(n_samples), float(noise_level), int(seed)
 
     def __call__(self, x: Tensor, target: Tensor) -> Tensor:
-        target = check_inputs(x, target)
-        model = self._copies.get(x)
-        reduce_dims = tuple(range(1, x.ndim))
-        span = (x.amax(dim=reduce_dims, keepdim=True) - x.amin(dim=reduce_dims, keepdim=True)) if x.ndim > 1 else x.new_zeros(())
-        sigma = self.noise_level * span
-        generator = torch.Generator(device=x.device).manual_seed(self.seed)
-        total = torch.zeros_like(x)
-        for _ in range(self.n_samples):
-            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            total += input_gradient(model, x + sigma * noise, target)
-        return total / self.n_samples
+        """Mean gradient over noisy copies of ``x``; same shape, dtype and device as ``x``."""
+        with torch.inference_mode(False):  # also when called under inference_mode
+            target = check_inputs(x, target)
+            model = self._copies.get(x)
+            axes = tuple(range(1, x.ndim))
+            span = x.amax(dim=axes, keepdim=True) - x.amin(dim=axes, keepdim=True) if axes else x.new_zeros(())
+            sigma = self.noise_level * span
+            generator = torch.Generator(device=x.device).manual_seed(self.seed)
+            total = torch.zeros_like(x)
+            for _ in range(self.n_samples):
+                noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+                total += input_gradient(model, x + sigma * noise, target)
+            return total / self.n_samples

@@ -86,14 +86,15 @@ class IntegratedGradients:
 
     def __call__(self, x: Tensor, target: Tensor) -> Tensor:
         """Attribution of ``logits[b, target[b]]``; same shape, dtype and device as ``x``."""
-        target = check_inputs(x, target)
-        model = self._copies.get(x)
-        baseline = self._baseline(x)
-        if self.smooth_samples == 0:
-            return self._path_integral(model, x, baseline, target)
-        generator = torch.Generator(device=x.device).manual_seed(self.seed)
-        total = torch.zeros_like(x)
-        for _ in range(self.smooth_samples):
-            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            total += self._path_integral(model, x, baseline + self.smooth_sigma * noise, target)
-        return total / self.smooth_samples
+        with torch.inference_mode(False):  # also when called under inference_mode
+            target = check_inputs(x, target)
+            model = self._copies.get(x)
+            baseline = self._baseline(x)
+            if self.smooth_samples == 0:
+                return self._path_integral(model, x, baseline, target)
+            generator = torch.Generator(device=x.device).manual_seed(self.seed)
+            total = torch.zeros_like(x)
+            for _ in range(self.smooth_samples):
+                noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+                total += self._path_integral(model, x, baseline + self.smooth_sigma * noise, target)
+            return total / self.smooth_samples

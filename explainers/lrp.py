@@ -11,24 +11,20 @@ Algorithm 8): relevance ``R = x ⊙ ∇̂f(x)``, or ``∇̂f(x)`` itself when th
 
 from __future__ import annotations
 
+import threading
+
 import torch
 from torch import Tensor, nn
 
+from . import rules
 from .canonizers import fold_batch_norms
 from .composites import COMPOSITES, make_composite
+from .probe import probe
 from .snapshot import DeviceCopies, frozen_copy
-from .support import check_supported
+from .support import KNOWN_LAYERS, check_supported
 from .target import check_inputs, target_scores
 
-
-def _lrp_copy(model: nn.Module, composite_name: str, options: dict[str, object]) -> tuple[nn.Module, bool]:
-    """The LRP-ized private copy of ``model`` and whether its input gradient is the relevance."""
-    composite = make_composite(composite_name, **options)
-    check_supported(model)
-    lrp_model = nn.Sequential(frozen_copy(model))  # a container, so the root can be replaced too
-    fold_batch_norms(lrp_model)
-    first = composite.apply(lrp_model)
-    return lrp_model, bool(getattr(first, "yields_relevance", False))
+_TRUSTED = KNOWN_LAYERS + (rules.AffineRule, rules.Pass, rules.Norm)  # forwards the probe trusts
 
 
 class LRP:
@@ -48,14 +44,17 @@ class LRP:
     stabilizer:
         ε used only to stabilise the denominators of the other rules.
     zero_bias:
-        Ignore biases in the rules' denominators (relevance is then conserved layer by layer).
+        Leave biases out of the rules' modified forwards ``z`` (zennit ``zero_params="bias"``): a
+        layer then passes on all relevance it receives, except at outputs whose ``z`` is 0.
     low, high, gamma:
         Input bounds of z^B and γ of the γ rule (``epsilon_gamma_box`` only).
 
     Raises
     ------
     UnsupportedModelError
-        At construction, if the model has modules without an LRP rule (listed with their paths).
+        At construction, if the model has modules without an LRP rule (listed with their paths);
+        at the first call, if its forward code applies operations without an LRP rule
+        (see :mod:`explainers.probe`).
     """
 
     def __init__(
@@ -79,14 +78,40 @@ class LRP:
             options.update(low=low, high=high, gamma=gamma)
         elif low is not None or high is not None:
             raise ValueError(f"low/high only apply to composite='epsilon_gamma_box', not {composite!r}")
+        rule_map = make_composite(composite, **options)
+        check_supported(model)
+        lrp_model = nn.Sequential(frozen_copy(model))  # a container, so the root can be replaced too
+        with torch.inference_mode(False):
+            self._folded = fold_batch_norms(lrp_model)
+        with torch.inference_mode(False), torch.no_grad():  # rules precompute modified weights
+            first = rule_map.apply(lrp_model)
         self.composite = composite
-        lrp_model, self._yields_relevance = _lrp_copy(model, composite, options)
+        self._yields_relevance = bool(getattr(first, "yields_relevance", False))
         self._copies = DeviceCopies(lrp_model)
+        self._probed = False
+        self._probe_lock = threading.Lock()
+
+    def __getstate__(self) -> dict:
+        return {key: value for key, value in self.__dict__.items() if key != "_probe_lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._probe_lock = threading.Lock()
+
+    def _check_forward_code(self, model: nn.Module, x: Tensor) -> None:
+        """Once: run the probe (see :mod:`.probe`) on the first sample the explainer sees."""
+        if self._probed or x.shape[0] == 0:
+            return
+        with self._probe_lock:
+            if not self._probed:
+                probe(model, x, _TRUSTED, self._folded)
+                self._probed = True
 
     def __call__(self, x: Tensor, target: Tensor) -> Tensor:
         """Relevance of every input element for ``logits[b, target[b]]``; same shape, dtype, device as ``x``."""
         target = check_inputs(x, target)
         model = self._copies.get(x)
+        self._check_forward_code(model, x)
         with torch.inference_mode(False), torch.enable_grad():
             x_in = (x.clone() if x.is_inference() else x).detach().requires_grad_(True)
             score = target_scores(model(x_in), target).sum()

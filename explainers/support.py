@@ -26,7 +26,9 @@ ACTIVATIONS = (
     nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Sigmoid, nn.Tanh, nn.Softplus,
 )  # fmt: skip
 #: modules whose plain gradient is the LRP propagation (identity, reshaping, winner-takes-all)
-PASS_THROUGH = (nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+PASS_THROUGH = (
+    nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+)  # fmt: skip
 KNOWN_LAYERS = AFFINE + BATCH_NORM + AVG_POOL + MAX_POOL + RELU + ACTIVATIONS + PASS_THROUGH
 CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 

@@ -21,13 +21,18 @@ def check_inputs(x: Tensor, target: Tensor) -> Tensor:
     if target.dtype.is_floating_point or target.dtype == torch.bool or target.shape != (x.shape[0],):
         raise ValueError(f"target must be an integer tensor of shape ({x.shape[0]},), "
                          f"got {target.dtype} {tuple(target.shape)}")
-    return target.long()
+    target = target.long()
+    if target.is_inference():  # created under torch.inference_mode: usable by autograd only as a copy
+        with torch.inference_mode(False):
+            target = target.clone()
+    return target
 
 
 def target_scores(logits: Tensor, target: Tensor) -> Tensor:
     """``logits[b, target[b]]`` for a (B, C) output; shape (B,)."""
-    if logits.ndim != 2:
-        raise ValueError(f"model output must have shape (B, classes), got {tuple(logits.shape)}")
+    if not isinstance(logits, Tensor) or logits.ndim != 2:
+        got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise ValueError(f"model output must be a tensor of shape (B, classes), got {got}")
     if target.numel() and (int(target.min()) < 0 or int(target.max()) >= logits.shape[1]):
         raise ValueError(f"target out of range for {logits.shape[1]} classes")
     return logits.gather(1, target[:, None].to(logits.device))[:, 0]

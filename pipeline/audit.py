@@ -184,25 +184,33 @@ def _load_explanations(run: Path):
 
 
 def stage_spray(config: AuditConfig, paths: AuditPaths, markers, quiet: bool) -> None:
-    """SpRAy per explained class, relevance pooling, Clever-Hans evidence per cluster."""
+    """SpRAy per explained class, relevance pooling, and each class's Clever-Hans candidate."""
     import pyarrow as pa
     from tqdm.auto import tqdm
 
-    from spray import analyze_group, cluster_evidence, normalize_features, pool_by_group, pool_heatmaps
-    from spray import region_relevance, relevance_shares, umap_map
+    from spray import analyze_group, class_evidence, normalize_features, pool_by_group, pool_heatmaps
+    from spray import region_relevance, relevance_shares, sample_artifact_scores, umap_map
     from storage import read_table, write_table
+    from storage.atomic import write_json_atomic
 
     cfg = config.spray
     cols, heatmaps = _load_explanations(paths.run)
+    images = np.load(paths.images, mmap_mode="r")
     dynamics = read_table(paths.run, "dynamics").sort_by("sample_id")
     mislabel_flags = np.asarray(dynamics.column("mislabel_suspect")).astype(np.float64)
     ok = cols["status"] == "ok"
     n = len(cols["sample_id"])
     cluster_col = np.full(n, -1, np.int64)
+    candidate_col = np.zeros(n, bool)
+    artifact_score = np.zeros(n, np.float64)
     umap_xy = np.full((n, 2), np.nan, np.float32)
     shares = relevance_shares(heatmaps)
     regions = region_relevance(heatmaps, cfg.region_grid)
+    reference = np.asarray(images[np.flatnonzero(ok)[:: max(1, int(ok.sum()) // 5000)]], dtype=np.float32)
+    pixel_std = float(reference.std()) or 1.0
+    median_image = np.median(reference, axis=0)
     window = max(2, heatmaps.shape[-1] // 4)
+    share_total = shares[ok].sum(0)
     classes = np.unique(cols["target"][ok])
     report_classes = []
     cluster_means = {}
@@ -213,29 +221,41 @@ def stage_spray(config: AuditConfig, paths: AuditPaths, markers, quiet: bool) ->
         cluster_col[idx] = analysis.clusters
         if cfg.umap:
             umap_xy[idx] = umap_map(features, analysis.graph, seed=cfg.seed)
-        evidence = cluster_evidence(shares[idx], analysis.clusters, int(k), window=window,
-                                    mislabel_flags=mislabel_flags[idx])
+        n_other = int(ok.sum()) - len(idx)
+        other_mean = (share_total - shares[idx].sum(0)) / max(n_other, 1)
+        class_images = np.asarray(images[idx], dtype=np.float32)
+        evidence = class_evidence(
+            shares[idx], class_images, analysis.by_resolution, int(k), other_mean_share=other_mean,
+            median_image=median_image, pixel_std=pixel_std, window=window, mislabel_flags=mislabel_flags[idx],
+        )
+        if evidence is not None:
+            candidate_col[idx[evidence.members]] = True
+            artifact_score[idx] = sample_artifact_scores(shares[idx], class_images, evidence, pixel_std)
+            evidence.members = idx[evidence.members].tolist()  # class positions → sample ids
         pooled = pool_by_group(regions[idx], analysis.clusters)
         for c in range(analysis.n_clusters):
             cluster_means[f"{int(k)}_{c}"] = heatmaps[idx][analysis.clusters == c].mean(0).sum(0).astype(np.float32)
+        if evidence is not None:
+            cluster_means[f"{int(k)}_candidate"] = heatmaps[evidence.members].mean(0).sum(0).astype(np.float32)
         report_classes.append({
             "class_id": int(k), "num_samples": int(len(idx)), "k_candidates": analysis.k_candidates,
             "k_chosen": analysis.k_chosen, "n_clusters": analysis.n_clusters, "stability": analysis.stability,
             "eigengap": analysis.gap, "eigenvalues": analysis.eigenvalues[:cfg.max_clusters + 1].tolist(),
-            "clusters": [e.to_dict() for e in evidence],
+            "cluster_sizes": np.bincount(analysis.clusters).tolist(),
+            "candidate": evidence.to_dict(with_members=True) if evidence is not None else None,
             "region_share": {str(c): v["share"].tolist() for c, v in pooled.items()},
         })
     write_table(paths.run, "spray", pa.table({
         "sample_id": pa.array(cols["sample_id"], pa.int64()),
         "class_id": pa.array(np.where(ok, cols["target"], -1), pa.int64()),
         "cluster": pa.array(cluster_col, pa.int64()),
+        "candidate_member": pa.array(candidate_col),
+        "artifact_score": pa.array(artifact_score, pa.float32()),
         "umap_x": pa.array(umap_xy[:, 0], pa.float32()),
         "umap_y": pa.array(umap_xy[:, 1], pa.float32()),
     }))
     np.savez_compressed(paths.run / "spray_cluster_means.npz", **cluster_means)
-    from storage.atomic import write_json_atomic
-
-    write_json_atomic(paths.run / "spray.json", {"window": window, "classes": report_classes})
+    write_json_atomic(paths.run / "spray.json", {"window": window, "pixel_std": pixel_std, "classes": report_classes})
     markers.mark_stage("spray", classes=len(classes))
     _log(f"spray: {len(classes)} classes, {sum(c['n_clusters'] for c in report_classes)} clusters", quiet)
 
@@ -244,40 +264,32 @@ def stage_flags(config: AuditConfig, paths: AuditPaths, markers, quiet: bool) ->
     """Per-sample flags and scores, the class ranking, and summary.json."""
     import pyarrow as pa
 
-    from spray import ClusterEvidence, flag_clusters, rank_classes, relevance_shares, sample_window_share
+    from spray import ClusterEvidence, flag_classes, rank_classes
     from storage import read_table, write_table
     from storage.atomic import write_json_atomic
+
+    from spray.clever_hans import FLAG_SCORE
 
     from .evaluation import evaluate
 
     spray_info = json.loads((paths.run / "spray.json").read_text())
-    evidence = [ClusterEvidence(**{**c, "window": tuple(c["window"])})
-                for cls in spray_info["classes"] for c in cls["clusters"]]
-    flagged = flag_clusters(evidence)
-    ranking = rank_classes(evidence)
-    cols, heatmaps = _load_explanations(paths.run)
+    evidence = [ClusterEvidence(**{**c["candidate"], "window": tuple(c["candidate"]["window"])})
+                for c in spray_info["classes"] if c["candidate"] is not None]
+    flagged = flag_classes(evidence)
+    ranking = rank_classes(evidence, [c["class_id"] for c in spray_info["classes"]])
+    samples = read_table(paths.run, "samples").sort_by("sample_id")
+    status = samples.column("status").to_numpy(zero_copy_only=False)
     spray_table = read_table(paths.run, "spray").sort_by("sample_id")
-    clusters = spray_table.column("cluster").to_numpy()
-    class_ids = spray_table.column("class_id").to_numpy()
+    artifact_score = spray_table.column("artifact_score").to_numpy().astype(np.float64)
     dynamics = read_table(paths.run, "dynamics").sort_by("sample_id")
     mislabel_score = dynamics.column("mislabel_score").to_numpy(zero_copy_only=False).astype(np.float64)
     mislabel_suspect = dynamics.column("mislabel_suspect").to_numpy(zero_copy_only=False).astype(bool)
-
-    n = len(cols["sample_id"])
-    shares = relevance_shares(heatmaps)
-    artifact_score = np.zeros(n)
+    n = len(status)
     artifact_suspect = np.zeros(n, bool)
-    best_by_class: dict[int, ClusterEvidence] = {}
-    for e in evidence:
-        if e.size > 0 and e.window != (0, 0, 0, 0) and (e.class_id not in best_by_class or e.score > best_by_class[e.class_id].score):
-            best_by_class[e.class_id] = e
-    for k, e in best_by_class.items():
-        idx = np.flatnonzero(class_ids == k)
-        artifact_score[idx] = sample_window_share(shares[idx], e.window) - e.baseline
     for e in flagged:
-        artifact_suspect |= (class_ids == e.class_id) & (clusters == e.cluster)
+        artifact_suspect[e.members] = True
     write_table(paths.run, "flags", pa.table({
-        "sample_id": pa.array(cols["sample_id"], pa.int64()),
+        "sample_id": pa.array(np.arange(n), pa.int64()),
         "artifact_score": pa.array(artifact_score, pa.float32()),
         "artifact_suspect": pa.array(artifact_suspect),
         "mislabel_score": pa.array(mislabel_score, pa.float32()),
@@ -293,11 +305,12 @@ def stage_flags(config: AuditConfig, paths: AuditPaths, markers, quiet: bool) ->
         "dataset": manifest.get("dataset", {}),
         "model": {**manifest.get("model", {}), "train_accuracy": train_info.get("train_accuracy"),
                   "test_accuracy": train_info.get("test_accuracy")},
-        "samples": {"total": n, "explained": int((cols["status"] == "ok").sum()),
-                    "quarantined": int((cols["status"] != "ok").sum())},
+        "samples": {"total": n, "explained": int((status == "ok").sum()),
+                    "quarantined": int((status != "ok").sum())},
         "clever_hans": {
             "class_ranking": [{"class_id": k, "score": s} for k, s in ranking],
             "flagged_clusters": [e.to_dict() for e in flagged],
+            "flag_threshold": FLAG_SCORE,
             "artifact_suspects": int(artifact_suspect.sum()),
         },
         "mislabel": {"suspects": int(mislabel_suspect.sum())},

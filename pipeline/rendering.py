@@ -67,10 +67,9 @@ def overlay_uri(image: np.ndarray, heatmap: np.ndarray, scale: int = 3) -> str:
     return _png_data_uri(grey * (1 - alpha) + colour * alpha, scale)
 
 
-def scatter_svg(xy: np.ndarray, groups: np.ndarray, *, highlight: set[int] | None = None,
+def scatter_svg(xy: np.ndarray, groups: np.ndarray, *, ring: np.ndarray | None = None,
                 titles: list[str] | None = None, size: int = 260) -> str:
-    """An inline SVG scatter of 2-D points coloured by group; highlighted groups get a ring."""
-    highlight = highlight or set()
+    """An inline SVG scatter of 2-D points coloured by group; points where ``ring`` is true get a red ring."""
     pts = np.asarray(xy, dtype=np.float64)
     ok = np.isfinite(pts).all(1)
     if not ok.any():
@@ -84,9 +83,9 @@ def scatter_svg(xy: np.ndarray, groups: np.ndarray, *, highlight: set[int] | Non
     for i in np.flatnonzero(ok):
         g = int(groups[i])
         colour = CLUSTER_COLORS[g % len(CLUSTER_COLORS)] if g >= 0 else "#999"
-        ring = ' stroke="#d00" stroke-width="1.5"' if g in highlight else ""
+        outline = ' stroke="#d00" stroke-width="1.5"' if ring is not None and ring[i] else ""
         title = f"<title>{html.escape(titles[i])}</title>" if titles else ""
         parts.append(f'<circle cx="{xy_px[i, 0]:.1f}" cy="{size - xy_px[i, 1]:.1f}" r="3" fill="{colour}" '
-                     f'fill-opacity="0.8"{ring}>{title}</circle>')
+                     f'fill-opacity="0.8"{outline}>{title}</circle>')
     parts.append("</svg>")
     return "".join(parts)

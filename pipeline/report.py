@@ -106,8 +106,9 @@ def write_report(run: Path) -> Path:
 
     # Clever-Hans ranking
     out.append("<h2>Classes ranked by Clever-Hans score</h2><p class='muted'>A class scores its best cluster: "
-               "how much more of their relevance the cluster's members put into one small window than the rest "
-               "of the class, discounted by their share of mislabel suspects.</p><table><tr><th>#</th><th>class</th><th>score</th><th></th></tr>")
+               "relevance concentrated in one small window (against the rest of the class and the other classes) "
+               "× constancy of the input pattern there × its distinctiveness from the dataset's median image, "
+               "discounted by the group's share of mislabel suspects.</p><table><tr><th>#</th><th>class</th><th>score</th><th></th></tr>")
     ranking = ch["class_ranking"]
     top = max([s for s in (x["score"] for x in ranking)] + [1e-9])
     for i, row in enumerate(ranking, 1):
@@ -116,44 +117,55 @@ def write_report(run: Path) -> Path:
                    f"<td><span class='bar' style='width:{w:.0f}px'></span></td></tr>")
     out.append("</table>")
 
-    # Flagged clusters
-    out.append("<h2>Flagged clusters</h2>")
-    if not flagged:
-        out.append("<p>No cluster was judged Clever-Hans.</p>")
-    for e in flagged:
-        k, c = e["class_id"], e["cluster"]
-        members = np.flatnonzero((cls_col == k) & (clu_col == c))
+    # Flagged groups
+    out.append("<h2>Clever-Hans candidates</h2><p class='muted'>Each class's best candidate group: the samples "
+               "whose relevance concentrates in the green window, where their inputs show one constant pattern. "
+               f"A class is flagged when its score reaches {ch.get('flag_threshold', 0):.2f}.</p>")
+    candidates = {c["class_id"]: c["candidate"] for c in spray_info["classes"] if c["candidate"]}
+    shown = [row["class_id"] for row in ranking[:3] if row["class_id"] in candidates]
+    shown += [e["class_id"] for e in flagged if e["class_id"] not in shown]
+    for k in shown:
+        e = candidates[k]
+        is_flagged = any(f["class_id"] == k for f in flagged)
+        members = np.asarray(e["members"], dtype=np.int64)
         order = members[np.argsort(-art_score[members])]
-        mean = means[f"{k}_{c}"]
-        out.append(f"<h3>class {_e(cname(k))} · cluster {c} · {e['size']} samples ({e['size_fraction']:.0%} of the class)</h3>")
-        out.append(f"<p>score {e['score']:.3f}: members put {e['concentration']:.0%} of their relevance into the green "
-                   f"window (rows {e['window'][0]}–{e['window'][2] - 1}, columns {e['window'][1]}–{e['window'][3] - 1}), "
-                   f"the rest of the class {e['baseline']:.0%}; {e['consistency']:.0%} of members agree.</p>")
-        out.append("<div class='thumbs'>" + _windowed(heatmap_uri(mean), e["window"], pixels, pixels, 128) + "</div>")
-        out.append("<p class='muted'>Examples (image, LRP overlay), most concentrated first:</p><div class='thumbs'>")
-        for i in order[:12]:
+        verdict = "<b style='color:#c00'>flagged</b>" if is_flagged else "not flagged"
+        out.append(f"<h3>class {_e(cname(k))}: {verdict} · score {e['score']:.2f} · {e['size']} samples "
+                   f"({e['size_fraction']:.0%} of the class)</h3>")
+        out.append(f"<p>Members put {e['concentration']:.0%} of their positive relevance into the window (rows "
+                   f"{e['window'][0]}–{e['window'][2] - 1}, columns {e['window'][1]}–{e['window'][3] - 1}); the rest "
+                   f"of the class {e['baseline']:.0%}, other classes {e['dataset_baseline']:.0%} (relevance evidence "
+                   f"{e['relevance_evidence']:.2f}). Pattern spread {e['pattern_spread']:.3f} and distinctiveness "
+                   f"{e['pattern_distinctiveness']:.2f} (pixel-std units); {e['mislabel_fraction']:.0%} mislabel "
+                   "suspects among members.</p>")
+        mean_key = f"{k}_candidate"
+        if mean_key in means:
+            out.append("<div class='thumbs'>" + _windowed(heatmap_uri(means[mean_key]), e["window"], pixels, pixels, 128)
+                       + "<div class='thumb' style='align-self:center'>mean heatmap of the group</div></div>")
+        out.append("<p class='muted'>Members (image, LRP overlay), highest artifact score first:</p><div class='thumbs'>")
+        for i in order[:10]:
             out.append(_thumb(image_uri(images[i]), f"#{i} label {cname(int(label[i]))}"))
             out.append(_thumb(overlay_uri(images[i], heatmap(i)), f"score {art_score[i]:.2f}"))
         out.append("</div>")
 
     # Per-class SpRAy
     out.append("<h2>SpRAy per class</h2><p class='muted'>Left: UMAP map of the class's heatmaps, coloured by "
-               "spectral cluster (red ring: flagged). Right: each cluster's mean heatmap (red = positive relevance).</p>")
-    flagged_set = {(e["class_id"], e["cluster"]) for e in flagged}
+               "spectral cluster (red ring: flagged artifact suspects). Right: each cluster's mean heatmap (red = positive relevance).</p>")
     for info in spray_info["classes"]:
         k = info["class_id"]
         idx = np.flatnonzero(cls_col == k)
-        hl = {c for (kk, c) in flagged_set if kk == k}
+        cand = info["candidate"] or {}
+        flagged_members = set(cand.get("members", [])) if any(f["class_id"] == k for f in flagged) else set()
+        ring = np.array([i in flagged_members for i in idx])
         titles = [f"#{i} label {cname(int(label[i]))} cluster {int(clu_col[i])}" for i in idx]
         out.append(f"<div class='cls'><div><b>class {_e(cname(k))}</b> · {info['num_samples']} samples · "
                    f"{info['n_clusters']} clusters (eigengap k={info['k_chosen']}, stability {info['stability']:.2f})<br>"
-                   + scatter_svg(xy[idx], clu_col[idx], highlight=hl, titles=titles) + "</div><div class='thumbs'>")
-        for e in info["clusters"]:
-            c = e["cluster"]
+                   + scatter_svg(xy[idx], clu_col[idx], ring=ring, titles=titles) + "</div><div class='thumbs'>")
+        for c, size in enumerate(info["cluster_sizes"]):
             colour = CLUSTER_COLORS[c % len(CLUSTER_COLORS)]
             key = f"{k}_{c}"
             if key in means:
-                cap = f"cluster {c}: {e['size']} · score {e['score']:.2f}"
+                cap = f"cluster {c}: {size} samples"
                 out.append(f"<div class='thumb'><img src='{heatmap_uri(means[key])}' width='96'>"
                            f"<span class='swatch' style='background:{colour}'></span>{_e(cap)}</div>")
         out.append("</div></div>")

@@ -1,7 +1,8 @@
 """Spectral relevance analysis (SpRAy), relevance pooling, Clever-Hans evidence, training dynamics."""
 from .analysis import GroupAnalysis, analyze_group
 from .clever_hans import (
-    ClusterEvidence, cluster_evidence, flag_clusters, rank_classes, relevance_shares, sample_window_share,
+    ClusterEvidence, class_evidence, flag_classes, rank_classes, relevance_shares, sample_artifact_scores,
+    sample_window_share,
 )
 from .embedding_map import umap_map
 from .graph import KnnGraph, knn_graph
@@ -9,7 +10,7 @@ from .pooling import pool_by_group, region_relevance
 from .preprocessing import normalize_features, pool_heatmaps
 
 __all__ = [
-    "ClusterEvidence", "GroupAnalysis", "KnnGraph", "analyze_group", "cluster_evidence", "flag_clusters", "knn_graph",
+    "ClusterEvidence", "GroupAnalysis", "KnnGraph", "analyze_group", "class_evidence", "flag_classes", "knn_graph",
     "normalize_features", "pool_by_group", "pool_heatmaps", "rank_classes", "region_relevance", "relevance_shares",
-    "sample_window_share", "umap_map",
+    "sample_artifact_scores", "sample_window_share", "umap_map",
 ]

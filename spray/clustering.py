@@ -19,6 +19,7 @@ class Clustering:
     n_clusters: int
     k_chosen: int               # k picked before merging
     stability: float            # mean pairwise ARI of repeated k-means at k_chosen
+    by_resolution: dict[int, np.ndarray]   # k → k-means labels at every k in 2..max_k (multi-resolution view)
 
 
 def _kmeans(points: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -55,12 +56,14 @@ def merge_parallel_clusters(features: np.ndarray, labels: np.ndarray, merge_cosi
 
 def cluster_embedding(
     embedding: np.ndarray, candidates: list[int], features: np.ndarray, *, seed: int = 0,
-    repeats: int = 4, merge_cosine: float = 0.95,
+    repeats: int = 4, merge_cosine: float = 0.95, max_k: int | None = None,
 ) -> Clustering:
     """Pick k among ``candidates`` by stability, cluster, merge near-parallel clusters.
 
     embedding: (N, >= max(candidates)) spectral coordinates, trivial eigenvector first.
     features: (N, D) the normalized features (for merging by centroid direction).
+    Also returns the k-means partition at every k in 2..max_k (default: the embedding's
+    width), which downstream evidence searches use as a multi-resolution view.
     """
     from sklearn.metrics import adjusted_rand_score
 
@@ -76,8 +79,12 @@ def cluster_embedding(
         stability = float(np.mean(scores)) if scores else 1.0
         if best is None or stability > best[1] + 1e-9:
             best = (k, stability, runs[0])
+    max_k = min(max_k or embedding.shape[1], n - 1, embedding.shape[1])
+    by_resolution = {k: _kmeans(embedding[:, 1:max(k, 2)], k, seed) for k in range(2, max_k + 1)}
     if best is None:
-        return Clustering(labels=np.zeros(n, dtype=np.int64), n_clusters=1, k_chosen=1, stability=1.0)
+        return Clustering(labels=np.zeros(n, dtype=np.int64), n_clusters=1, k_chosen=1, stability=1.0,
+                          by_resolution=by_resolution)
     k, stability, labels = best
     merged = _relabel_by_size(merge_parallel_clusters(features, labels, merge_cosine))
-    return Clustering(labels=merged, n_clusters=int(merged.max()) + 1, k_chosen=k, stability=stability)
+    return Clustering(labels=merged, n_clusters=int(merged.max()) + 1, k_chosen=k, stability=stability,
+                      by_resolution=by_resolution)

@@ -11,6 +11,15 @@ from torch import nn
 from explainers import LRP, UnsupportedModelError
 
 
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Tiny models: intra-op threads only add contention (2 cores); restored after each test."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def small_cnn(bias: bool = True) -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(
@@ -70,14 +79,6 @@ def test_relevance_of_bias_free_relu_cnn_sums_to_explained_logit():
     model = small_cnn(bias=False)
     x, t = images(), targets()
     relevance = LRP(model)(x, t)
-    logit = model(x).gather(1, t[:, None])[:, 0].detach()
-    assert torch.allclose(relevance.sum((1, 2, 3)), logit, rtol=1e-2, atol=1e-6)
-
-
-def test_zero_bias_conserves_relevance_of_a_biased_cnn():
-    model = small_cnn(bias=True)
-    x, t = images(), targets()
-    relevance = LRP(model, zero_bias=True)(x, t)
     logit = model(x).gather(1, t[:, None])[:, 0].detach()
     assert torch.allclose(relevance.sum((1, 2, 3)), logit, rtol=1e-2, atol=1e-6)
 
@@ -236,19 +237,28 @@ def test_concurrent_explanations_equal_sequential_ones():
             assert torch.equal(relevance, expected[(i + k) % 4])
 
 
-def test_in_place_activations_and_negative_inputs_are_supported():
+@pytest.mark.parametrize("composite", ["epsilon_plus_flat", "epsilon_alpha2_beta1_flat", "epsilon_gamma_box"])
+def test_in_place_activations_negative_activations_and_zero_bias_agree_with_zennit(composite):
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(inplace=True), nn.Conv2d(4, 4, 3), nn.LeakyReLU(0.1, inplace=True),
-                          nn.Conv2d(4, 4, 3), nn.Flatten(), nn.Linear(4 * 10 * 10, 3))  # fmt: skip
-    x = images(size=16) - 0.5
-    relevance = LRP(model, zero_bias=True)(x, torch.zeros(6, dtype=torch.long))
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.ReLU(inplace=True), nn.Conv2d(4, 4, 3), nn.LeakyReLU(0.1, inplace=True),
+        nn.Conv2d(4, 4, 3), nn.Flatten(), nn.Linear(4 * 10 * 10, 3),
+    )  # fmt: skip
+    x, t = images(size=16) - 0.5, torch.zeros(6, dtype=torch.long)
+    options = {"low": -0.5, "high": 0.5} if composite == "epsilon_gamma_box" else {}
+    relevance = LRP(model, composite, zero_bias=True, **options)(x, t)
     assert torch.isfinite(relevance).all()
     pytest.importorskip("zennit")
     from zennit.attribution import Gradient as ZennitGradient
-    from zennit.composites import EpsilonPlusFlat
+    from zennit.composites import EpsilonAlpha2Beta1Flat, EpsilonGammaBox, EpsilonPlusFlat
 
-    with ZennitGradient(model, EpsilonPlusFlat(zero_params="bias")) as attributor:
-        _, reference = attributor(x.clone().requires_grad_(), lambda out: out * nn.functional.one_hot(torch.zeros(6, dtype=torch.long), 3))
+    reference_composite = {
+        "epsilon_plus_flat": EpsilonPlusFlat,
+        "epsilon_alpha2_beta1_flat": EpsilonAlpha2Beta1Flat,
+        "epsilon_gamma_box": lambda **kw: EpsilonGammaBox(low=-0.5, high=0.5, **kw),
+    }[composite](zero_params="bias")
+    with ZennitGradient(model, reference_composite) as attributor:
+        _, reference = attributor(x.clone().requires_grad_(), lambda out: out * nn.functional.one_hot(t, 3))
     assert relative_l2(relevance, reference) <= 1e-3
 
 
@@ -259,3 +269,131 @@ def test_epsilon_gamma_box_requires_bounds_and_unknown_composite_is_rejected():
         LRP(small_cnn(), "nope")
     with pytest.raises(ValueError, match="low/high only apply"):
         LRP(small_cnn(), low=0.0, high=1.0)
+
+
+class Gated(nn.Module):
+    """Forward code multiplies two input-dependent tensors: no LRP rule."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.value = nn.Linear(4, 4)
+        self.gate = nn.Linear(4, 4)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(self.value(x) * torch.sigmoid(self.gate(x)))
+
+
+class Residual(nn.Module):
+    """Functional ReLU, residual addition, mean pooling and scaling: all explained by their gradient."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1, bias=False)
+        self.head = nn.Linear(4, 3, bias=False)
+
+    def forward(self, x):
+        a = nn.functional.relu(self.conv1(x))
+        a = a + 0.5 * self.conv2(a)
+        return self.head(torch.flatten(a.mean((2, 3)), 1))
+
+
+class Misordered(nn.Module):
+    """Registers the head before the layer that reads the input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(8, 2)
+        self.body = nn.Linear(4, 8)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.body(x)))
+
+
+class NotFed(nn.Module):
+    """A BatchNorm registered right after a Linear that does not read its output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.bn = nn.BatchNorm1d(4)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(self.bn(x) + self.fc(x))
+
+
+def test_forward_code_without_lrp_rule_is_reported_at_first_call():
+    explainer = LRP(Gated())
+    with pytest.raises(UnsupportedModelError, match=r"<model> \(functional (sigmoid|mul)\)"):
+        explainer(torch.rand(3, 4), torch.zeros(3, dtype=torch.long))
+    with pytest.raises(UnsupportedModelError):  # and again: never silently falls back later
+        explainer(torch.rand(3, 4), torch.zeros(3, dtype=torch.long))
+
+
+def test_softmax_output_is_reported():
+    model = nn.Sequential(nn.Linear(4, 3))
+    model.register_module("softmax", nn.Softmax(dim=1))
+    with pytest.raises(UnsupportedModelError, match=r"softmax \(Softmax\)"):
+        LRP(model)
+
+
+def test_residual_additions_and_linear_functional_code_are_supported_and_conservative():
+    model = Residual()
+    x, t = images(size=8), targets(classes=3)
+    relevance = LRP(model)(x, t)
+    logit = model(x).gather(1, t[:, None])[:, 0].detach()
+    assert torch.allclose(relevance.sum((1, 2, 3)), logit, rtol=1e-2, atol=1e-6)
+
+
+def test_first_layer_and_batch_norm_folding_assumptions_are_verified():
+    with pytest.raises(UnsupportedModelError, match="head \\(registered first\\), body \\(runs first\\)"):
+        LRP(Misordered())(torch.rand(2, 4), torch.zeros(2, dtype=torch.long))
+    with pytest.raises(UnsupportedModelError, match="bn \\(BatchNorm folded into fc but not fed by it\\)"):
+        LRP(NotFed().eval())(torch.rand(2, 4), torch.zeros(2, dtype=torch.long))
+
+
+def test_agrees_with_zennit_on_torchvision_resnet():
+    pytest.importorskip("zennit")
+    torchvision = pytest.importorskip("torchvision")
+    from zennit.attribution import Gradient as ZennitGradient
+    from zennit.composites import EpsilonPlusFlat
+    from zennit.torchvision import ResNetCanonizer
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.3, 0.3)
+            module.running_var.uniform_(0.5, 2.0)
+    x, t = images(batch=2, channels=3, size=32), targets(batch=2)
+    relevance = LRP(model)(x, t)
+    with ZennitGradient(model, EpsilonPlusFlat(canonizers=[ResNetCanonizer()])) as attributor:
+        _, reference = attributor(x.clone().requires_grad_(), lambda out: out * nn.functional.one_hot(t, 10))
+    assert relative_l2(relevance, reference) <= 1e-3
+
+
+def test_failed_call_leaves_model_and_explainer_usable():
+    model = small_cnn()
+    before = snapshot(model)
+    x, t = images(), targets()
+    with torch.no_grad():
+        out = model(x)
+    explainer = LRP(model)
+    with pytest.raises(RuntimeError):
+        explainer(torch.rand(2, 3, 16, 16), targets(2))  # wrong number of channels: fails inside the forward
+    with pytest.raises(ValueError, match="target"):
+        explainer(x, targets(3))
+    assert_untouched(model, before, x, out)
+    assert torch.equal(explainer(x, t), LRP(model)(x, t))
+
+
+def test_explainer_survives_pickling_and_empty_batches():
+    import pickle
+
+    explainer = LRP(small_cnn(), "epsilon_alpha2_beta1_flat")
+    x, t = images(), targets()
+    restored = pickle.loads(pickle.dumps(explainer))
+    assert torch.equal(restored(x, t), explainer(x, t))
+    assert restored(x[:0], t[:0]).shape == (0, 1, 16, 16)
