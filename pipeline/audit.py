@@ -188,8 +188,8 @@ def stage_spray(config: AuditConfig, paths: AuditPaths, markers, quiet: bool) ->
     import pyarrow as pa
     from tqdm.auto import tqdm
 
-    from spray import analyze_group, class_evidence, normalize_features, pool_by_group, pool_heatmaps
-    from spray import region_relevance, relevance_shares, sample_artifact_scores, umap_map
+    from spray import ClusterEvidence, analyze_group, class_evidence, normalize_features, pattern_carriers
+    from spray import pool_by_group, pool_heatmaps, region_relevance, relevance_shares, sample_artifact_scores, umap_map
     from storage import read_table, write_table
     from storage.atomic import write_json_atomic
 
@@ -208,7 +208,6 @@ def stage_spray(config: AuditConfig, paths: AuditPaths, markers, quiet: bool) ->
     regions = region_relevance(heatmaps, cfg.region_grid)
     reference = np.asarray(images[np.flatnonzero(ok)[:: max(1, int(ok.sum()) // 5000)]], dtype=np.float32)
     pixel_std = float(reference.std()) or 1.0
-    median_image = np.median(reference, axis=0)
     window = max(2, heatmaps.shape[-1] // 4)
     share_total = shares[ok].sum(0)
     classes = np.unique(cols["target"][ok])
@@ -226,7 +225,7 @@ def stage_spray(config: AuditConfig, paths: AuditPaths, markers, quiet: bool) ->
         class_images = np.asarray(images[idx], dtype=np.float32)
         evidence = class_evidence(
             shares[idx], class_images, analysis.by_resolution, int(k), other_mean_share=other_mean,
-            median_image=median_image, pixel_std=pixel_std, window=window, mislabel_flags=mislabel_flags[idx],
+            pixel_std=pixel_std, window=window, mislabel_flags=mislabel_flags[idx],
         )
         if evidence is not None:
             candidate_col[idx[evidence.members]] = True
@@ -245,6 +244,15 @@ def stage_spray(config: AuditConfig, paths: AuditPaths, markers, quiet: bool) ->
             "candidate": evidence.to_dict(with_members=True) if evidence is not None else None,
             "region_share": {str(c): v["share"].tolist() for c, v in pooled.items()},
         })
+    # Carriers of a candidate's pattern that the model explains as another class.
+    for info in report_classes:
+        cand = info["candidate"]
+        if cand is None:
+            continue
+        others = np.flatnonzero(ok & (cols["target"] != info["class_id"]))
+        evidence = ClusterEvidence(**{**cand, "window": tuple(cand["window"])})
+        carriers = pattern_carriers(shares[others], np.asarray(images[others], dtype=np.float32), evidence, pixel_std)
+        cand["other_members"] = others[carriers].tolist()
     write_table(paths.run, "spray", pa.table({
         "sample_id": pa.array(cols["sample_id"], pa.int64()),
         "class_id": pa.array(np.where(ok, cols["target"], -1), pa.int64()),
@@ -288,6 +296,7 @@ def stage_flags(config: AuditConfig, paths: AuditPaths, markers, quiet: bool) ->
     artifact_suspect = np.zeros(n, bool)
     for e in flagged:
         artifact_suspect[e.members] = True
+        artifact_suspect[e.other_members] = True
     write_table(paths.run, "flags", pa.table({
         "sample_id": pa.array(np.arange(n), pa.int64()),
         "artifact_score": pa.array(artifact_score, pa.float32()),

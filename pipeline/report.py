@@ -135,8 +135,8 @@ def write_report(run: Path) -> Path:
         out.append(f"<p>Members put {e['concentration']:.0%} of their positive relevance into the window (rows "
                    f"{e['window'][0]}–{e['window'][2] - 1}, columns {e['window'][1]}–{e['window'][3] - 1}); the rest "
                    f"of the class {e['baseline']:.0%}, other classes {e['dataset_baseline']:.0%} (relevance evidence "
-                   f"{e['relevance_evidence']:.2f}). Pattern spread {e['pattern_spread']:.3f} and distinctiveness "
-                   f"{e['pattern_distinctiveness']:.2f} (pixel-std units); {e['mislabel_fraction']:.0%} mislabel "
+                   f"{e['relevance_evidence']:.2f}). Inside it {e['pattern_constancy']:.0%} of their relevance sits on pixels that are constant across the group; the constant pattern differs from the rest of the class by "
+                   f"{e['pattern_distinctiveness']:.2f} pixel standard deviations; {e['mislabel_fraction']:.0%} mislabel "
                    "suspects among members.</p>")
         mean_key = f"{k}_candidate"
         if mean_key in means:

@@ -1,7 +1,7 @@
 """Spectral relevance analysis (SpRAy), relevance pooling, Clever-Hans evidence, training dynamics."""
 from .analysis import GroupAnalysis, analyze_group
 from .clever_hans import (
-    ClusterEvidence, class_evidence, flag_classes, rank_classes, relevance_shares, sample_artifact_scores,
+    ClusterEvidence, class_evidence, flag_classes, pattern_carriers, rank_classes, relevance_shares, sample_artifact_scores,
     sample_window_share,
 )
 from .embedding_map import umap_map
@@ -11,6 +11,6 @@ from .preprocessing import normalize_features, pool_heatmaps
 
 __all__ = [
     "ClusterEvidence", "GroupAnalysis", "KnnGraph", "analyze_group", "class_evidence", "flag_classes", "knn_graph",
-    "normalize_features", "pool_by_group", "pool_heatmaps", "rank_classes", "region_relevance", "relevance_shares",
+    "normalize_features", "pattern_carriers", "pool_by_group", "pool_heatmaps", "rank_classes", "region_relevance", "relevance_shares",
     "sample_artifact_scores", "sample_window_share", "umap_map",
 ]

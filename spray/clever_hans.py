@@ -15,29 +15,35 @@ clusterings for k = 2..max) is a candidate group G. For G we search the square w
     R(G, W) = log((c + δ) / (b_class + δ)) + log((c + δ) / (b_data + δ)),
 
 with c the mean share of G's positive relevance inside W, b_class the same for the rest of
-the class, b_data for the samples of all other classes, δ = 0.01. The pattern spread
+the class, b_data for the samples of all other classes, δ = 0.01. Inside W, with
+w_p = G's mean relevance share at pixel p (normalized over W) and σ_x the dataset's pixel
+standard deviation, each pixel's constancy over G is
 
-    s(G, W) = Σ_p w_p · MAD_{i∈G}(x_ip) / σ_x
+    κ_p = exp(-MAD_{i∈G}(x_ip) / (0.05 σ_x))
 
-is the relevance-weighted (w = G's mean relevance share in W) median absolute deviation of
-the inputs over G, relative to the dataset's pixel standard deviation σ_x; medians keep it
-robust to a minority of foreign members in G. A constant pattern must also be *there*:
-blank background is constant too, so the pattern's distinctiveness
+(median absolute deviation: robust to a minority of foreign members in G), and
 
-    t(G, W) = Σ_p w_p · |median_{i∈G}(x_ip) − median_dataset(x_p)| / σ_x
+    K(G, W) = Σ_p w_p κ_p                                   (pattern constancy, in [0, 1])
+    t(G, W) = Σ_p w_p κ_p |median_G(x_p) − median_rest(x_p)| / (σ_x K)   (distinctiveness)
 
-measures how far G's median pattern stands from the dataset's median image in W. The score
-multiplies the three,
+where median_rest is over the rest of the class: blank background is constant too, and a
+sub-style of a class (a 6 with no ink at the top) is constant where its class-mates also
+are; neither stands out from the rest of the class. The score multiplies the evidence,
 
-    score = R · exp(-s / 0.05) · (1 - exp(-t / 0.25)) · (1 - mislabel fraction of G),
+    score = R · K · (1 - exp(-t / 1.0)) · min(1, f / 0.1) · (1 - mislabel fraction of G),
 
-and the best candidate of a class is its Clever-Hans score. Mislabeled samples also form
-small, tight clusters; the last factor keeps them from being taken for artifacts.
+with f the group's fraction of its class, and the best candidate of a class is its
+Clever-Hans score. Saturated ink is constant too, so a common stroke of a sub-style can
+reach a moderate K; it stands out less from the rest of its class (t) and draws less
+relevance (R) than a stamped pattern. Tiny groups (a handful of odd samples) are
+down-weighted by f. Mislabeled samples also form small, tight clusters; the last factor
+keeps them from being taken for artifacts.
 
-The winning group is then refined: the class members whose input in W matches G's median
-pattern (relevance-weighted distance below the largest gap in the sorted log-distances)
-and whose relevance share in W exceeds b_class form the artifact group. This merges a
-strategy that the clustering split over several clusters and drops strays.
+The winning group is then refined: the class members whose input on the constant pixels
+of W matches G's median pattern (distance below the largest gap in the sorted
+log-distances) and whose relevance share in W exceeds that of the non-matching samples
+form the artifact group. This merges a strategy that the clustering split over several
+clusters and drops strays.
 """
 from __future__ import annotations
 
@@ -46,9 +52,11 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 DELTA = 0.01          # smoothing of relevance shares in the log-ratios
-SPREAD_SCALE = 0.05   # pattern spread (in units of the pixel std) at which constancy has decayed to 1/e
-DISTINCT_SCALE = 0.25  # pattern distinctiveness (pixel std units) at which 63% of the factor is reached
+SPREAD_SCALE = 0.05   # per-pixel MAD (in units of the pixel std) at which constancy has decayed to 1/e
+DISTINCT_SCALE = 1.0  # distinctiveness (pixel-std units) at which 63% of its factor is reached
+SIZE_FRACTION = 0.1   # groups smaller than this fraction of their class are down-weighted in proportion
 FLAG_SCORE = 1.0      # a class whose best candidate scores at least this is flagged
+DISTANCE_FLOOR = 0.02  # pattern distances below 2% of the pixel std count as equal
 
 
 @dataclass
@@ -65,18 +73,23 @@ class ClusterEvidence:
     baseline: float                 # the rest of the class
     dataset_baseline: float         # all other classes
     relevance_evidence: float       # R above
-    pattern_spread: float           # s above
+    pattern_constancy: float        # K above
     pattern_distinctiveness: float  # t above
     mislabel_fraction: float
     score: float
+    pattern_cut: float = 0.0        # distance to the pattern below which an input carries it
     flagged: bool = False
-    members: list[int] = field(default_factory=list, repr=False)   # positions within the class
+    members: list[int] = field(default_factory=list, repr=False)   # positions within the class (sample ids once stored)
+    other_members: list[int] = field(default_factory=list, repr=False)  # carriers predicted as other classes
+    pattern: list = field(default_factory=list, repr=False)         # median input (C, w, w) in the window
+    pattern_weights: list = field(default_factory=list, repr=False)  # constancy-weighted relevance (w, w)
 
     def to_dict(self, with_members: bool = False) -> dict:
         out = asdict(self)
         out["window"] = list(self.window)
         if not with_members:
-            out.pop("members")
+            for key in ("members", "other_members", "pattern", "pattern_weights"):
+                out.pop(key)
         return out
 
 
@@ -104,23 +117,22 @@ def sample_window_share(shares: np.ndarray, window: tuple[int, int, int, int]) -
 
 
 def _pattern(images: np.ndarray, weights: np.ndarray, window: tuple[int, int, int, int],
-             pixel_std: float) -> tuple[np.ndarray, float, np.ndarray]:
-    """(median pattern, pattern spread of ``images``, per-image distance to the median)."""
+             pixel_std: float) -> tuple[np.ndarray, np.ndarray]:
+    """(median pattern (C, w, w), constancy-weighted pixel weights (w, w) summing to K)."""
     r0, c0, r1, c1 = window
     patches = images[..., r0:r1, c0:c1]                     # (n, C, w, w)
     median = np.median(patches, axis=0)
-    w = weights / max(weights.sum(), 1e-12)                  # (w, w), broadcast over channels
-    spread = float((np.median(np.abs(patches - median), axis=0) * w).sum() / patches.shape[1] / pixel_std)
-    return median, spread, w
+    mad = np.median(np.abs(patches - median), axis=0).mean(axis=0) / pixel_std
+    w = weights / max(weights.sum(), 1e-12)
+    return median, w * np.exp(-mad / SPREAD_SCALE)
 
 
-def _distances(images: np.ndarray, median: np.ndarray, w: np.ndarray, window, pixel_std: float) -> np.ndarray:
+def _distances(images: np.ndarray, median: np.ndarray, wk: np.ndarray, window, pixel_std: float) -> np.ndarray:
+    """Each image's distance to ``median`` on the constant pixels (weights ``wk``), pixel-std units."""
     r0, c0, r1, c1 = window
     patches = images[..., r0:r1, c0:c1]
-    return (np.abs(patches - median) * w).sum(axis=(-1, -2)).mean(axis=-1) / pixel_std
-
-
-DISTANCE_FLOOR = 0.02  # pattern distances below 2% of the pixel std count as equal
+    norm = max(wk.sum(), 1e-12)
+    return (np.abs(patches - median).mean(axis=-3) * wk).sum(axis=(-1, -2)) / norm / pixel_std
 
 
 def _largest_log_gap(values: np.ndarray, low: float, high: float) -> float:
@@ -141,15 +153,14 @@ def _largest_log_gap(values: np.ndarray, low: float, high: float) -> float:
 
 def class_evidence(
     shares: np.ndarray, images: np.ndarray, clusterings: dict[int, np.ndarray], class_id: int, *,
-    other_mean_share: np.ndarray, median_image: np.ndarray, pixel_std: float, window: int,
+    other_mean_share: np.ndarray, pixel_std: float, window: int,
     mislabel_flags: np.ndarray | None = None, min_size: int = 5,
 ) -> ClusterEvidence | None:
     """The best Clever-Hans candidate of one class, refined (see the module docstring).
 
     shares: (n, H, W) relevance shares of the class's samples; images: (n, C, H, W) their
     inputs; clusterings: k → (n,) cluster labels; other_mean_share: (H, W) mean share map of
-    all samples of other classes; median_image: (C, H, W) the dataset's per-pixel median;
-    pixel_std: the dataset's pixel standard deviation.
+    all samples of other classes; pixel_std: the dataset's pixel standard deviation.
     Returns None when the class has no candidate group (too few samples).
     """
     n = len(shares)
@@ -166,22 +177,25 @@ def class_evidence(
             if size < min_size or size > n - min_size or members.tobytes() in seen:
                 continue
             seen.add(members.tobytes())
-            found = _evidence_for(shares, images, members, b_data_all, median_image, window, pixel_std, flags)
+            found = _evidence_for(shares, images, members, b_data_all, window, pixel_std, flags)
             if best is None or found[0] > best[0]:
                 best = (*found, k, int(c))
     if best is None:
         return None
     win, k, c = best[1], best[-2], best[-1]
     members = labels_of(clusterings[k], c)
-    refined = _refine(shares, images, members, win, pixel_std)
+    refined, cut = _refine(shares, images, members, win, pixel_std)
     if refined.sum() >= min_size and refined.sum() <= n - min_size:
         members = refined
-    score, win, conc, b_class, b_data, evidence, spread, distinct = _evidence_for(
-        shares, images, members, b_data_all, median_image, window, pixel_std, flags, fixed=win)
+    score, win, conc, b_class, b_data, evidence, constancy, distinct = _evidence_for(
+        shares, images, members, b_data_all, window, pixel_std, flags, fixed=win)
+    weights = shares[members].mean(0)[win[0]:win[2], win[1]:win[3]]
+    median, wk = _pattern(images[members], weights, win, pixel_std)
     return ClusterEvidence(
+        pattern_cut=cut, pattern=median.tolist(), pattern_weights=wk.tolist(),
         class_id=int(class_id), resolution=int(k), cluster=int(c), size=int(members.sum()),
         size_fraction=float(members.mean()), window=win, concentration=conc, baseline=b_class,
-        dataset_baseline=b_data, relevance_evidence=evidence, pattern_spread=spread,
+        dataset_baseline=b_data, relevance_evidence=evidence, pattern_constancy=constancy,
         pattern_distinctiveness=distinct,
         mislabel_fraction=float(flags[members].mean()), score=score,
         members=np.flatnonzero(members).tolist(),
@@ -192,7 +206,7 @@ def labels_of(labels: np.ndarray, cluster: int) -> np.ndarray:
     return labels == cluster
 
 
-def _evidence_for(shares, images, members, b_data_all, median_image, window, pixel_std, flags, fixed=None):
+def _evidence_for(shares, images, members, b_data_all, window, pixel_std, flags, fixed=None):
     inside = window_sums(shares[members].mean(0), window)
     outside = window_sums(shares[~members].mean(0), window)
     ratio = np.log((inside + DELTA) / (outside + DELTA)) + np.log((inside + DELTA) / (b_data_all + DELTA))
@@ -203,44 +217,56 @@ def _evidence_for(shares, images, members, b_data_all, median_image, window, pix
         win = fixed
         r, col = win[0], win[1]
     weights = shares[members].mean(0)[win[0]:win[2], win[1]:win[3]]
-    median, spread, w = _pattern(images[members], weights, win, pixel_std)
-    reference = median_image[..., win[0]:win[2], win[1]:win[3]]
-    distinct = float((np.abs(median - reference) * w).sum() / median.shape[0] / pixel_std)
+    median, wk = _pattern(images[members], weights, win, pixel_std)
+    constancy = float(wk.sum())
+    rest = np.median(images[~members][..., win[0]:win[2], win[1]:win[3]], axis=0)
+    distinct = float((np.abs(median - rest).mean(axis=0) * wk).sum() / max(constancy, 1e-12) / pixel_std)
     evidence = float(ratio[r, col])
     mislabel = float(flags[members].mean())
-    score = (evidence * float(np.exp(-spread / SPREAD_SCALE)) * float(1.0 - np.exp(-distinct / DISTINCT_SCALE))
-             * (1.0 - mislabel))
+    size = min(1.0, float(members.mean()) / SIZE_FRACTION)
+    score = evidence * constancy * float(1.0 - np.exp(-distinct / DISTINCT_SCALE)) * size * (1.0 - mislabel)
     return (score, win, float(inside[r, col]), float(outside[r, col]), float(b_data_all[r, col]), evidence,
-            spread, distinct)
+            constancy, distinct)
 
 
-def _refine(shares, images, members, win, pixel_std) -> np.ndarray:
-    """Class members carrying the group's pattern in ``win`` with more than baseline relevance there."""
+def _refine(shares, images, members, win, pixel_std) -> tuple[np.ndarray, float]:
+    """Class members carrying the group's pattern in ``win`` with more than baseline relevance there,
+    and the distance cut that decides "carrying"."""
     weights = shares[members].mean(0)[win[0]:win[2], win[1]:win[3]]
-    median, _, w = _pattern(images[members], weights, win, pixel_std)
-    dist = _distances(images, median, w, win, pixel_std)
+    median, wk = _pattern(images[members], weights, win, pixel_std)
+    dist = _distances(images, median, wk, win, pixel_std)
     cut = _largest_log_gap(dist, np.median(dist[members]), np.median(dist[~members]))
     matches = dist <= cut
     if matches.all():
-        return matches
+        return matches, cut
     share = sample_window_share(shares, win)
-    return matches & (share > share[~matches].mean())
+    return matches & (share > share[~matches].mean()), cut
+
+
+def pattern_carriers(shares: np.ndarray, images: np.ndarray, evidence: ClusterEvidence,
+                     pixel_std: float) -> np.ndarray:
+    """Samples (of any class) carrying the candidate's pattern, with its relevance share in the
+    window above the candidate's class baseline: the model relies on the pattern for them too."""
+    win = evidence.window
+    median = np.asarray(evidence.pattern, dtype=np.float64)
+    wk = np.asarray(evidence.pattern_weights, dtype=np.float64)
+    dist = _distances(images, median, wk, win, pixel_std)
+    return (dist <= evidence.pattern_cut) & (sample_window_share(shares, win) > evidence.baseline)
 
 
 def sample_artifact_scores(shares: np.ndarray, images: np.ndarray, evidence: ClusterEvidence,
                            pixel_std: float) -> np.ndarray:
     """A continuous per-sample artifact score within the class of ``evidence``.
 
-    score_i = class score × exp(-d_i / 0.05·...) pattern match × relevance in the window
-    relative to the group: match_i = exp(-d_i / (SPREAD_SCALE * 4)), rel_i =
-    clip((share_i - b_class) / (c - b_class), 0, 1).
+    score_i = class score · match_i · rel_i, with match_i = exp(-d_i / (4 · 0.05)) the
+    agreement of sample i's input with the group's pattern on its constant pixels (d_i in
+    pixel-std units) and rel_i = clip((share_i - b_class) / (c - b_class), 0, 1) its
+    relevance in the window relative to the group's.
     """
     members = np.zeros(len(shares), bool)
     members[evidence.members] = True
     win = evidence.window
-    weights = shares[members].mean(0)[win[0]:win[2], win[1]:win[3]]
-    median, _, w = _pattern(images[members], weights, win, pixel_std)
-    dist = _distances(images, median, w, win, pixel_std)
+    dist = _distances(images, np.asarray(evidence.pattern), np.asarray(evidence.pattern_weights), win, pixel_std)
     share = sample_window_share(shares, win)
     span = max(evidence.concentration - evidence.baseline, 1e-6)
     rel = np.clip((share - evidence.baseline) / span, 0.0, 1.0)
