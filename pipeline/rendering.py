@@ -78,7 +78,7 @@ def scatter_svg(xy: np.ndarray, groups: np.ndarray, *, ring: np.ndarray | None =
     span = np.where(hi - lo > 0, hi - lo, 1.0)
     pad = 8
     xy_px = pad + (pts - lo) / span * (size - 2 * pad)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size}" '
+    parts = [f'<svg width="{size}" height="{size}" '
              f'viewBox="0 0 {size} {size}" class="scatter"><rect width="100%" height="100%" fill="#fafafa"/>']
     for i in np.flatnonzero(ok):
         g = int(groups[i])

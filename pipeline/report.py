@@ -107,7 +107,7 @@ def write_report(run: Path) -> Path:
     # Clever-Hans ranking
     out.append("<h2>Classes ranked by Clever-Hans score</h2><p class='muted'>A class scores its best cluster: "
                "relevance concentrated in one small window (against the rest of the class and the other classes) "
-               "× constancy of the input pattern there × its distinctiveness from the dataset's median image, "
+               "× constancy of the input pattern there × how far that pattern stands from the rest of the class, "
                "discounted by the group's share of mislabel suspects.</p><table><tr><th>#</th><th>class</th><th>score</th><th></th></tr>")
     ranking = ch["class_ranking"]
     top = max([s for s in (x["score"] for x in ranking)] + [1e-9])

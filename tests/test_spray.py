@@ -1,8 +1,8 @@
 import numpy as np
 
 from spray import (
-    analyze_group, cluster_evidence, flag_clusters, normalize_features, pool_by_group, pool_heatmaps,
-    rank_classes, region_relevance, relevance_shares,
+    analyze_group, class_evidence, flag_classes, normalize_features, pattern_carriers, pool_by_group,
+    pool_heatmaps, rank_classes, region_relevance, relevance_shares, sample_artifact_scores,
 )
 from spray.eigengap import eigengap_candidates
 from spray.graph import affinity_matrix, knn_graph
@@ -58,30 +58,78 @@ def test_a_planted_cluster_is_recovered():
     assert (in_cluster & tagged).sum() / tagged.sum() >= 0.95      # recall
 
 
-def test_clever_hans_evidence_finds_the_corner_window_and_flags_only_the_tagged_cluster():
-    maps, tagged = _heatmaps(90, 40, seed=1)
-    clusters = tagged.astype(int)
-    evidence = cluster_evidence(relevance_shares(maps), clusters, class_id=3, window=8)
-    flagged = flag_clusters(evidence)
-    assert [e.cluster for e in flagged] == [1]
-    r0, c0, r1, c1 = flagged[0].window
-    assert r0 <= 26 and r1 >= 31 and c0 <= 1 and c1 >= 8  # the window covers the tag
-    assert flagged[0].consistency > 0.9
-    assert rank_classes(evidence)[0][0] == 3
+def _stamped(n_normal: int, n_tagged: int, seed: int = 0):
+    """Images with a varying 'digit' blob; tagged ones carry a fixed 4x7 pattern in a corner.
+
+    Relevance follows the ink, and tagged images put extra relevance on the tag.
+    """
+    rng = np.random.default_rng(seed)
+    maps, tagged = _heatmaps(n_normal, n_tagged, seed)
+    yy, xx = np.mgrid[:32, :32]
+    images = np.zeros((len(maps), 1, 32, 32), np.float32)
+    for i in range(len(maps)):
+        cy, cx, r = 16 + rng.normal(0, 2), 16 + rng.normal(0, 2), rng.uniform(5, 9)
+        images[i, 0] = np.clip(1.2 - np.abs(np.hypot(yy - cy, xx - cx) - r) / 1.5, 0, 1) * rng.uniform(0.6, 1)
+    tag = np.array([[1, 1, 1, 1, 1, 1, 1], [1, 0, 1, 0, 1, 0, 1], [1, 0, 0, 1, 0, 0, 1], [1, 1, 1, 1, 1, 1, 1]])
+    images[tagged, 0, 27:31, 1:8] = tag
+    return maps, images, tagged
+
+
+def _candidate(maps, images, clusterings, other_share=None, flags=None):
+    shares = relevance_shares(maps)
+    other = np.full((32, 32), 1 / 1024) if other_share is None else other_share
+    return class_evidence(shares, images, clusterings, 3, other_mean_share=other, pixel_std=float(images.std()),
+                          window=8, mislabel_flags=flags)
+
+
+def test_clever_hans_candidate_finds_the_tag_window_and_its_carriers():
+    maps, images, tagged = _stamped(90, 40, seed=1)
+    # a deliberately impure, split clustering: the refinement must still recover the tagged group
+    rough = np.where(tagged & (np.arange(len(tagged)) % 3 == 0), 1, 0)
+    rough[:5] = 1
+    evidence = _candidate(maps, images, {2: rough})
+    r0, c0, r1, c1 = evidence.window
+    assert r0 <= 27 and r1 >= 31 and c0 <= 1 and c1 >= 8  # the window covers the tag
+    members = np.zeros(len(tagged), bool)
+    members[evidence.members] = True
+    np.testing.assert_array_equal(members, tagged)
+    assert evidence.pattern_constancy > 0.8 and evidence.pattern_distinctiveness > 0.5
+    assert flag_classes([evidence]) == [evidence]
+    assert rank_classes([evidence], [1, 3])[0][0] == 3
+    scores = sample_artifact_scores(relevance_shares(maps), images, evidence, float(images.std()))
+    assert scores[tagged].min() > scores[~tagged].max()
+
+
+def test_the_same_relevance_without_a_constant_pattern_is_not_flagged():
+    maps, images, tagged = _stamped(90, 40, seed=1)
+    stamped = _candidate(maps, images, {2: tagged.astype(int)})
+    rng = np.random.default_rng(0)
+    images[tagged, 0, 27:31, 1:8] = rng.random((tagged.sum(), 4, 7))  # noise instead of a stamp
+    evidence = _candidate(maps, images, {2: tagged.astype(int)})
+    assert evidence.score < 0.3 * stamped.score
+    assert flag_classes([evidence]) == []
 
 
 def test_mislabeled_members_discount_the_score():
-    maps, tagged = _heatmaps(90, 40, seed=1)
-    shares = relevance_shares(maps)
-    clean = cluster_evidence(shares, tagged.astype(int), 3, window=8)[1]
-    mislabeled = cluster_evidence(shares, tagged.astype(int), 3, window=8, mislabel_flags=tagged.astype(float))[1]
+    maps, images, tagged = _stamped(90, 40, seed=1)
+    clean = _candidate(maps, images, {2: tagged.astype(int)})
+    mislabeled = _candidate(maps, images, {2: tagged.astype(int)}, flags=tagged.astype(float))
     assert mislabeled.score < 0.05 * clean.score
 
 
 def test_no_planted_artifact_means_no_flag():
-    maps, _ = _heatmaps(130, 0, seed=2)
+    maps, images, _ = _stamped(130, 0, seed=2)
     result = analyze_group(normalize_features(pool_heatmaps(maps, 8)), n_neighbors=10, max_clusters=6)
-    assert flag_clusters(cluster_evidence(relevance_shares(maps), result.clusters, 0, window=8)) == []
+    evidence = _candidate(maps, images, result.by_resolution)
+    assert evidence is None or flag_classes([evidence]) == []
+
+
+def test_pattern_carriers_finds_the_tag_in_other_classes():
+    maps, images, tagged = _stamped(90, 40, seed=1)
+    evidence = _candidate(maps, images, {2: tagged.astype(int)})
+    other_maps, other_images, other_tagged = _stamped(50, 10, seed=5)
+    carriers = pattern_carriers(relevance_shares(other_maps), other_images, evidence, float(images.std()))
+    np.testing.assert_array_equal(carriers, other_tagged)
 
 
 def test_relevance_pooling_conserves_relevance_per_group():

@@ -1,0 +1,100 @@
+"""The whole audit on the embedded default, end to end, with real Dask, Zarr and Parquet."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import zarr
+
+from pipeline import run_audit
+from pipeline.config import AuditConfig
+
+
+@pytest.fixture(scope="module")
+def audit(tmp_path_factory):
+    out = tmp_path_factory.mktemp("audit") / "run"
+    summary = run_audit(AuditConfig(), out, quiet=True)
+    return out, summary
+
+
+def test_the_run_directory_holds_report_summary_zarr_and_parquet(audit):
+    out, summary = audit
+    assert (out / "report.html").stat().st_size > 10_000
+    heatmaps = zarr.open_array(out / "heatmaps.zarr", mode="r")
+    assert heatmaps.metadata.zarr_format == 3 and heatmaps.shape == (1257, 1, 32, 32)
+    samples = pq.read_table(out / "tables" / "samples")
+    assert sorted(samples.column("sample_id").to_pylist()) == list(range(1257))
+    flags = pq.read_table(out / "tables" / "flags")
+    assert set(flags.column_names) >= {"artifact_score", "artifact_suspect", "mislabel_score", "mislabel_suspect"}
+    assert json.loads((out / "summary.json").read_text()) == summary
+
+
+def test_lrp_heatmaps_conserve_the_explained_logit(audit):
+    out, _ = audit
+    samples = pq.read_table(out / "tables" / "samples").to_pydict()
+    ratio = np.asarray(samples["conservation"])
+    # biases absorb some relevance; the bulk must still arrive at the input
+    assert np.median(ratio) > 0.8 and np.all(np.isfinite(ratio))
+    assert all(status == "ok" for status in samples["status"])
+
+
+def test_default_config_finds_the_tag_and_the_flipped_labels(audit):
+    _, summary = audit
+    ev = summary["evaluation"]
+    assert set(ev) == {"artifact_class_rank", "artifact_precision", "artifact_recall", "mislabel_auroc",
+                       "mislabel_precision_at_n"}
+    assert ev["artifact_class_rank"] == 1
+    assert ev["artifact_precision"] >= 0.9 and ev["artifact_recall"] >= 0.9
+    assert ev["mislabel_auroc"] >= 0.98
+
+
+def test_report_is_self_contained_and_escapes_user_controlled_text(audit, tmp_path):
+    import shutil
+
+    from pipeline.report import write_report
+
+    out, _ = audit
+    text = (out / "report.html").read_text()
+    for fetch in ('src="http', "src='http", 'href="http', "url(http", "<script"):
+        assert fetch not in text  # opens offline, runs nothing
+    hostile = tmp_path / "<script>alert(1)</script>"
+    shutil.copytree(out, hostile)
+    text = write_report(hostile).read_text()
+    assert "<script>alert(1)</script>" not in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+
+
+def test_a_rerun_recomputes_nothing(audit):
+    out, summary = audit
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    again = run_audit(AuditConfig(), out, quiet=True)
+    after = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    assert again == summary and before == after
+
+
+def test_a_different_config_for_the_same_directory_is_refused(audit):
+    out, _ = audit
+    from storage import RunMismatchError
+
+    with pytest.raises(RunMismatchError, match=r"dataset\.seed"):
+        run_audit(AuditConfig().with_seed(1), out, quiet=True)
+
+
+def test_cli_help_imports_no_heavy_library():
+    code = ("import sys; from pipeline.cli import build_parser; build_parser().format_help(); "
+            "heavy = {'torch', 'dask', 'distributed', 'zarr', 'umap', 'sklearn'} & set(sys.modules); "
+            "print(sorted(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_cli_rejects_a_bad_config_before_any_work(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("dataset:\n  artifact: {colour: red}\n")
+    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "audit", str(bad), "--out", str(tmp_path / "r")],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "dataset.artifact.colour" in result.stderr
+    assert not (tmp_path / "r").exists()
