@@ -135,14 +135,16 @@ def stage_explain(config: AuditConfig, paths: AuditPaths, markers, quiet: bool) 
     from .cluster import dask_client
     from .explain_stage import STAGE, ExplainJob, run_explain_stage
     from .model_spec import ModelSpec
+    from .sources import SourceSpec
 
     manifest = _manifest(paths.run)
     info, model = manifest["dataset"], manifest["model"]
     job = ExplainJob(
-        run_dir=str(paths.run.resolve()), images_path=str(paths.images.resolve()),
-        labels_path=str(paths.labels.resolve()),
-        model=ModelSpec(factory=model["factory"], checkpoint=str(paths.model.resolve()), kwargs=model["kwargs"]),
-        composite=config.explain.composite, target=config.explain.target,
+        run_dir=str(paths.run.resolve()),
+        source=SourceSpec(kind="npy", path=str(paths.images.resolve()), labels_path=str(paths.labels.resolve())),
+        model=ModelSpec(kind="factory", factory=model["factory"], checkpoint=str(paths.model.resolve()),
+                        kwargs=model["kwargs"]),
+        method=config.explain.method, composite=config.explain.composite, target=config.explain.target,
         shard_size=config.explain.shard_size, batch_size=config.explain.batch_size,
         heatmap_dtype=config.explain.heatmap_dtype, device=config.explain.device,
         threads=config.cluster.threads_per_worker,

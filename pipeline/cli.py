@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 DESCRIPTION = """\
 unhans audits a dataset and a classifier: LRP heatmaps for every sample (on a Dask
@@ -34,6 +35,72 @@ def _audit_parser(sub) -> None:
     p.set_defaults(func=_cmd_audit)
 
 
+EXPLAIN_EPILOG = """\
+inputs (input.kind):
+  npy          images .npy (N, C, H, W) or (N, C, L), read by range; labels .npy (N,) via --labels
+  npz          one .npz with arrays 'images' and 'labels' (input.images_key / labels_key); loaded whole
+  imagefolder  ROOT/<class>/<image>: classes sorted by folder name (like torchvision's ImageFolder);
+               decoding via input.transform: size, center_crop, grayscale, mean, std
+  parquet      a table with columns 'path' and 'label' (input.path_column / label_column); paths
+               relative to input.root or to the table's folder
+
+model formats (model.kind):
+  factory      package.module:callable returning an nn.Module (model.kwargs), + --checkpoint state_dict
+  torchvision  a torchvision model name (resnet50, vgg16_bn, ...; model.kwargs e.g. num_classes), + state_dict
+  torchscript  a TorchScript file (--checkpoint); gradient methods only (LRP needs an eager nn.Module)
+  State dicts load with torch.load(weights_only=True); --trust-checkpoint lifts that for files you trust.
+
+cluster:
+  default      a LocalCluster of --workers processes, cluster.threads_per_worker threads each
+  --scheduler  an existing Dask scheduler (tcp://host:8786); workers need unhans installed and the input,
+               the model and --out on a shared filesystem
+
+bad input:
+  unreadable, corrupt or wrongly shaped samples and NaN/Inf inputs or outputs are quarantined (status and
+  reason in tables/samples); the command then exits with status 3 unless --allow-quarantine. Config and
+  model errors stop before any work. Rerunning the same command resumes where a killed run stopped.
+
+example:
+  unhans explain --input-kind imagefolder --input data/train --transform-size 64 \\
+      --model-kind torchvision --model resnet18 --num-classes 10 --checkpoint resnet18.pt --out runs/x
+"""
+
+
+def _explain_parser(sub) -> None:
+    p = sub.add_parser(
+        "explain", help="explain every sample of your data with your model (heatmaps + sample table)",
+        description="Explain every sample of an input with a model on a Dask cluster; heatmaps go to "
+                    "DIR/heatmaps.zarr and one row per sample to DIR/tables/samples. CONFIG is a YAML file with "
+                    "sections input, model, explain, cluster; the options below override its keys.",
+        epilog=EXPLAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("config", nargs="?", default=None, help="YAML config (optional when the options say enough)")
+    p.add_argument("--out", required=True, metavar="DIR", help="run directory")
+    g = p.add_argument_group("input")
+    g.add_argument("--input", metavar="PATH", help="input.path: .npy/.npz file, image folder or Parquet table")
+    g.add_argument("--input-kind", choices=["npy", "npz", "imagefolder", "parquet"], help="input.kind (default npy)")
+    g.add_argument("--labels", metavar="PATH", help="input.labels_path: labels .npy for --input-kind npy")
+    g.add_argument("--transform-size", type=int, metavar="N", help="input.transform.size: resize images to N x N")
+    g = p.add_argument_group("model")
+    g.add_argument("--model-kind", choices=["factory", "torchvision", "torchscript"], help="model.kind (default factory)")
+    g.add_argument("--model", metavar="SPEC", help="model.factory (package.module:callable) or model.name (torchvision)")
+    g.add_argument("--checkpoint", metavar="FILE", help="model.checkpoint: state_dict file, or the TorchScript file")
+    g.add_argument("--num-classes", type=int, metavar="K", help="model.kwargs.num_classes")
+    g.add_argument("--trust-checkpoint", action="store_true", help="load the checkpoint with weights_only=False")
+    g = p.add_argument_group("explanation")
+    g.add_argument("--method", choices=["lrp", "gradient", "gradient_x_input", "integrated_gradients", "occlusion"],
+                   help="explain.method (default lrp)")
+    g.add_argument("--composite", choices=["epsilon_plus_flat", "epsilon_gamma_box", "epsilon_alpha2_beta1_flat"],
+                   help="explain.composite for LRP (default epsilon_plus_flat)")
+    g = p.add_argument_group("cluster")
+    g.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask scheduler (default: start a LocalCluster)")
+    g.add_argument("--workers", type=int, metavar="N", help="LocalCluster worker processes (default 2)")
+    p.add_argument("--allow-quarantine", action="store_true", help="exit 0 even when samples were quarantined")
+    p.add_argument("--force", action="store_true", help="delete DIR's earlier results and start over")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_explain)
+
+
 def _dynamics_parser(sub) -> None:
     p = sub.add_parser(
         "dynamics", help="statistics (AUM, cartography, forgetting, mislabel flags) from a stored trajectory",
@@ -50,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"unhans {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _audit_parser(sub)
+    _explain_parser(sub)
     _dynamics_parser(sub)
     return parser
 
@@ -77,8 +145,6 @@ def _cmd_audit(args) -> int:
             raise ValueError(f"--workers must be at least 1, got {args.workers}")
         config.cluster.workers = args.workers
     summary = run_audit(config, args.out, force=args.force, quiet=args.quiet)
-    from pathlib import Path
-
     out = Path(args.out)
     print(f"report:  {out / 'report.html'}")
     print(f"summary: {out / 'summary.json'}")
@@ -86,6 +152,47 @@ def _cmd_audit(args) -> int:
         ev = summary["evaluation"]
         print("evaluation against injected ground truth: " + ", ".join(
             f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in ev.items()))
+    return 0
+
+
+def _set(data: dict, dotted: str, value) -> None:
+    if value is None:
+        return
+    *parents, last = dotted.split(".")
+    for key in parents:
+        data = data.setdefault(key, {})
+    data[last] = value
+
+
+def _cmd_explain(args) -> int:
+    from .config import ExplainRunConfig, from_dict, read_yaml
+
+    data = read_yaml(args.config) if args.config else {}
+    model_key = "model.name" if (args.model_kind or (data.get("model") or {}).get("kind")) == "torchvision" \
+        else "model.factory"
+    for dotted, value in [
+        ("input.path", args.input), ("input.kind", args.input_kind), ("input.labels_path", args.labels),
+        ("input.transform.size", args.transform_size), ("model.kind", args.model_kind), (model_key, args.model),
+        ("model.checkpoint", args.checkpoint), ("model.kwargs.num_classes", args.num_classes),
+        ("model.trust_checkpoint", True if args.trust_checkpoint else None), ("explain.method", args.method),
+        ("explain.composite", args.composite), ("cluster.scheduler", args.scheduler), ("cluster.workers", args.workers),
+    ]:
+        _set(data, dotted, value)
+    config = from_dict(data, ExplainRunConfig)
+    from .explain_command import run_explain
+
+    result = run_explain(config, args.out, force=args.force, quiet=args.quiet)
+    print(f"heatmaps: {Path(args.out) / 'heatmaps.zarr'}")
+    print(f"samples:  {Path(args.out) / 'tables' / 'samples'}")
+    if result["quarantined"]:
+        print(f"{result['quarantined']} sample(s) quarantined:", file=sys.stderr)
+        for line in result["quarantine_examples"]:
+            print(f"  {line}", file=sys.stderr)
+        if result["quarantined"] > len(result["quarantine_examples"]):
+            print(f"  ... see the 'status' and 'error' columns of {Path(args.out) / 'tables' / 'samples'}",
+                  file=sys.stderr)
+        if not args.allow_quarantine:
+            return 3
     return 0
 
 
@@ -110,17 +217,27 @@ def _cmd_dynamics(args) -> int:
     return 0
 
 
+def _is_user_error(exc: Exception) -> bool:
+    """Errors about the user's input, config or files: a one-line message, no traceback."""
+    from .config import ConfigError
+
+    if isinstance(exc, (ConfigError, FileNotFoundError, FileExistsError)):
+        return True
+    names = {base.__name__ for base in type(exc).__mro__}
+    return bool(names & {"SourceError", "ModelLoadError", "UnsupportedModelError", "RunMismatchError"})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
-    from .config import ConfigError
-
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as exc:
+    except Exception as exc:
+        if not _is_user_error(exc):
+            raise
         print(f"unhans {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -59,7 +59,7 @@ class TrainingConfig:
 
 @dataclass
 class ExplainConfig:
-    method: Literal["lrp"] = "lrp"
+    method: Literal["lrp", "gradient", "gradient_x_input", "integrated_gradients", "occlusion"] = "lrp"
     composite: Literal["epsilon_plus_flat", "epsilon_gamma_box", "epsilon_alpha2_beta1_flat"] = "epsilon_plus_flat"
     target: Literal["predicted", "label"] = "predicted"
     shard_size: int = 256
@@ -106,6 +106,54 @@ class AuditConfig:
         return out
 
 
+@dataclass
+class TransformConfig:
+    """How image files become tensors: resize to size x size, center crop, normalization."""
+
+    size: int | None = None
+    center_crop: int | None = None
+    grayscale: bool = False
+    mean: list[float] | None = None
+    std: list[float] | None = None
+
+
+@dataclass
+class InputConfig:
+    """The samples of ``unhans explain`` (see :mod:`pipeline.sources`)."""
+
+    kind: Literal["npy", "npz", "imagefolder", "parquet"] = "npy"
+    path: str | None = None
+    labels_path: str | None = None
+    images_key: str = "images"
+    labels_key: str = "labels"
+    path_column: str = "path"
+    label_column: str = "label"
+    root: str | None = None
+    transform: TransformConfig = field(default_factory=TransformConfig)
+
+
+@dataclass
+class ModelConfig:
+    """The classifier of ``unhans explain`` (see :mod:`pipeline.model_spec`)."""
+
+    kind: Literal["factory", "torchvision", "torchscript"] = "factory"
+    factory: str | None = None
+    name: str | None = None
+    checkpoint: str | None = None
+    kwargs: dict | None = None
+    trust_checkpoint: bool = False
+
+
+@dataclass
+class ExplainRunConfig:
+    """``unhans explain``: explain every sample of an input with a given model."""
+
+    input: InputConfig = field(default_factory=InputConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    explain: ExplainConfig = field(default_factory=ExplainConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+
+
 # Python field names that differ from the YAML key (``class`` is a keyword).
 _ALIASES = {"class_": "class"}
 
@@ -128,6 +176,15 @@ def _check_value(value: Any, hint: Any, where: str) -> Any:
         if value is None:
             return None
         return _check_value(value, args[0], where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = get_args(hint)
+        return [_check_value(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if hint is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
     if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true/false, got {value!r}")
@@ -200,6 +257,26 @@ def _validate_ranges(obj: Any, where: str) -> None:
         for key in ("workers", "threads_per_worker"):
             if getattr(obj, key) < 1:
                 fail(key, f"must be at least 1, got {getattr(obj, key)}")
+    elif isinstance(obj, TransformConfig):
+        for key in ("size", "center_crop"):
+            if getattr(obj, key) is not None and getattr(obj, key) < 1:
+                fail(key, f"must be at least 1, got {getattr(obj, key)}")
+        if (obj.mean is None) != (obj.std is None):
+            fail("mean" if obj.mean is None else "std", "mean and std go together")
+        if obj.mean is not None:
+            channels = 1 if obj.grayscale else 3
+            for key in ("mean", "std"):
+                if len(getattr(obj, key)) != channels:
+                    fail(key, f"needs {channels} values (one per channel), got {len(getattr(obj, key))}")
+            if any(v <= 0 for v in obj.std):
+                fail("std", "values must be positive")
+    elif isinstance(obj, InputConfig):
+        if obj.path is None:
+            fail("path", "required (the .npy/.npz file, image folder or Parquet table)")
+    elif isinstance(obj, ModelConfig):
+        needed = {"factory": "factory", "torchvision": "name", "torchscript": "checkpoint"}[obj.kind]
+        if getattr(obj, needed) is None:
+            fail(needed, f"required for model.kind {obj.kind!r}")
     elif isinstance(obj, SprayConfig):
         if obj.n_neighbors < 2:
             fail("n_neighbors", f"must be at least 2, got {obj.n_neighbors}")
@@ -211,9 +288,9 @@ def _validate_ranges(obj: Any, where: str) -> None:
             fail("region_grid", f"must be at least 1, got {obj.region_grid}")
 
 
-def from_dict(data: dict | None) -> AuditConfig:
-    """Validate a parsed config mapping; raises :class:`ConfigError` naming the bad key."""
-    return _build(AuditConfig, data, "")
+def from_dict(data: dict | None, schema: type = AuditConfig):
+    """Validate a parsed config mapping against ``schema``; raises :class:`ConfigError` naming the bad key."""
+    return _build(schema, data, "")
 
 
 def to_dict(config: Any) -> dict:
@@ -225,10 +302,8 @@ def to_dict(config: Any) -> dict:
     return out
 
 
-def load_config(path: str | Path | None) -> AuditConfig:
-    """Read and validate a YAML config; ``None`` gives the defaults (= configs/digits.yaml)."""
-    if path is None:
-        return AuditConfig()
+def read_yaml(path: str | Path) -> dict:
+    """A YAML file as a mapping; ConfigError naming the file if it is missing or not YAML."""
     import yaml
 
     path = Path(path)
@@ -238,7 +313,14 @@ def load_config(path: str | Path | None) -> AuditConfig:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    return data or {}
+
+
+def load_config(path: str | Path | None, schema: type = AuditConfig):
+    """Read and validate a YAML config; ``None`` gives the defaults (for the audit: configs/digits.yaml)."""
+    if path is None:
+        return schema() if schema is AuditConfig else from_dict({}, schema)
     try:
-        return from_dict(data)
+        return from_dict(read_yaml(path), schema)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+        raise ConfigError(f"{path}: {exc}" if str(path) not in str(exc) else str(exc)) from exc

@@ -1,9 +1,10 @@
-"""The explain stage: every sample explained with LRP, shard by shard, on a Dask cluster.
+"""The explain stage: every sample explained, shard by shard, on a Dask ``distributed`` cluster.
 
 The samples are cut into units of ``shard_size`` consecutive ids. A unit is one Dask task:
-it explains its samples, writes its own Zarr shard and its own Parquet part, then commits
-its marker. A rerun skips units with a marker; a retried unit (a worker died) overwrites
-only its own shard and part, so no sample is lost or duplicated.
+it reads its samples from the source, explains them, writes its own Zarr shard and its own
+Parquet part, then commits its marker. A rerun skips units with a marker; a retried unit
+(its worker died) overwrites only its own shard and part, so no sample is lost or
+duplicated. Unreadable samples are quarantined with a reason instead of failing the unit.
 """
 from __future__ import annotations
 
@@ -15,11 +16,13 @@ from pathlib import Path
 import numpy as np
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from .model_spec import ModelSpec
+from .model_spec import ModelLoadError, ModelSpec
+from .sources import SourceError, SourceSpec
 
 STAGE = "explain"
 SAMPLES_TABLE = "samples"
 TOP_K = 3
+METHODS = ("lrp", "gradient", "gradient_x_input", "integrated_gradients", "occlusion")
 
 
 @dataclass(frozen=True)
@@ -27,9 +30,9 @@ class ExplainJob:
     """Everything a worker needs to explain any unit of a run (picklable, no tensors)."""
 
     run_dir: str
-    images_path: str
-    labels_path: str
+    source: SourceSpec
     model: ModelSpec
+    method: str = "lrp"
     composite: str = "epsilon_plus_flat"
     target: str = "predicted"
     shard_size: int = 256
@@ -47,38 +50,51 @@ def unit_ranges(num_samples: int, shard_size: int) -> list[tuple[int, int, int]]
     return [(u, s, min(s + shard_size, num_samples)) for u, s in enumerate(range(0, num_samples, shard_size))]
 
 
+def make_explainer(model, method: str, composite: str):
+    """The explainer of ``method``; LRP with ``composite``. Unknown methods raise ValueError."""
+    import explainers
+
+    if method == "lrp":
+        return explainers.LRP(model, composite=composite)
+    if method == "gradient":
+        return explainers.Gradient(model)
+    if method == "gradient_x_input":
+        return explainers.GradientTimesInput(model)
+    if method == "integrated_gradients":
+        return explainers.IntegratedGradients(model)
+    if method == "occlusion":
+        return explainers.Occlusion(model)
+    raise ValueError(f"explain.method: unknown method {method!r} ({', '.join(METHODS)})")
+
+
 class LoadedJob:
-    """A job's model, explainer and inputs, loaded once per process (per Dask worker)."""
+    """A job's source, model and explainer, opened once per process (per Dask worker)."""
 
     def __init__(self, job: ExplainJob):
-        from explainers import LRP
-
         from .devices import limit_threads, resolve_device
 
         limit_threads(job.threads)
         self.job = job
         self.device = resolve_device(job.device)
+        self.source = job.source.open()
         self.model = job.model.build(self.device)
-        self.explainer = LRP(self.model, composite=job.composite)
-        self.images = np.load(job.images_path, mmap_mode="r")
-        self.labels = np.load(job.labels_path, mmap_mode="r")
+        self.explainer = make_explainer(self.model, job.method, job.composite)
 
 
-def _rows_for(ids, labels, logits, targets, relevance_sums, scales, status, errors):
+def _rows(ids, batch, logits, targets, relevance_sums, scales, status, errors):
     import pyarrow as pa
 
-    top_values, top_classes = logits.topk(min(TOP_K, logits.shape[1]), dim=1) if logits is not None else (None, None)
-    n = len(ids)
-    explained = logits.gather(1, targets[:, None])[:, 0].numpy() if logits is not None else np.full(n, np.nan)
+    top_values, top_classes = logits.topk(min(TOP_K, logits.shape[1]), dim=1)
+    explained = logits.gather(1, targets[:, None])[:, 0].numpy()
     with np.errstate(divide="ignore", invalid="ignore"):
         conservation = np.where(explained != 0, relevance_sums / explained, np.nan)
     return pa.table({
         "sample_id": pa.array(ids, pa.int64()),
-        "source": pa.array([f"index:{i}" for i in ids], pa.string()),
-        "label": pa.array(labels, pa.int64()),
-        "prediction": pa.array(logits.argmax(1).numpy() if logits is not None else np.full(n, -1), pa.int64()),
-        "top_classes": pa.array(top_classes.numpy().tolist() if top_classes is not None else [[]] * n, pa.list_(pa.int64())),
-        "top_logits": pa.array(top_values.numpy().tolist() if top_values is not None else [[]] * n, pa.list_(pa.float32())),
+        "source": pa.array(batch.sources, pa.string()),
+        "label": pa.array(batch.labels, pa.int64()),
+        "prediction": pa.array(logits.argmax(1).numpy(), pa.int64()),
+        "top_classes": pa.array(top_classes.numpy().tolist(), pa.list_(pa.int64())),
+        "top_logits": pa.array(top_values.numpy().tolist(), pa.list_(pa.float32())),
         "target": pa.array(targets.numpy(), pa.int64()),
         "target_logit": pa.array(explained, pa.float32()),
         "relevance_sum": pa.array(relevance_sums, pa.float32()),
@@ -89,73 +105,83 @@ def _rows_for(ids, labels, logits, targets, relevance_sums, scales, status, erro
     })
 
 
+def _quarantine(status: list[str], errors: list[str], index: int, reason: str) -> None:
+    if status[index] == "ok":
+        status[index], errors[index] = "quarantined", reason
+
+
 def explain_range(loaded: LoadedJob, start: int, stop: int):
-    """Explain samples [start, stop): returns (heatmaps normalized for storage, table rows)."""
+    """Explain samples [start, stop): (heatmaps normalized for storage, table rows)."""
     import torch
 
     from storage import normalize_for_storage
 
     job = loaded.job
-    x_all = torch.from_numpy(np.array(loaded.images[start:stop], dtype=np.float32))
-    labels = np.asarray(loaded.labels[start:stop], dtype=np.int64)
+    batch = loaded.source.load(start, stop)
+    n = stop - start
     ids = np.arange(start, stop, dtype=np.int64)
-    status = np.array(["ok"] * len(ids), dtype=object)
-    errors = np.array([""] * len(ids), dtype=object)
-    bad_input = ~torch.isfinite(x_all.reshape(len(ids), -1)).all(1).numpy()
-    status[bad_input] = "quarantined"
-    errors[bad_input] = "input contains NaN or Inf"
-    heatmaps = np.zeros(x_all.shape, dtype=np.float32)
-    logits_all = torch.zeros(len(ids), 0)
+    status, errors = list(batch.status), list(batch.errors)
+    x_all = torch.from_numpy(batch.images)
+    heatmaps = np.zeros(batch.images.shape, dtype=np.float32)
     logit_chunks, target_chunks = [], []
-    for b in range(0, len(ids), job.batch_size):
-        x = x_all[b:b + job.batch_size].to(loaded.device)
+    for b in range(0, n, job.batch_size):
+        sl = slice(b, min(b + job.batch_size, n))
+        x = x_all[sl].to(loaded.device)
         with torch.no_grad():
             logits = loaded.model(x).float()
-        bad_logits = ~torch.isfinite(logits).all(1).cpu().numpy()
-        sl = slice(b, b + len(x))
-        newly_bad = bad_logits & (status[sl] == "ok")
-        status[sl][newly_bad] = "quarantined"
-        errors[sl][newly_bad] = "model output contains NaN or Inf"
+        num_classes = logits.shape[1]
+        finite = torch.isfinite(logits).all(1).cpu().numpy()
+        for j in range(sl.start, sl.stop):
+            if not finite[j - sl.start]:
+                _quarantine(status, errors, j, "model output contains NaN or Inf")
+            label = int(batch.labels[j])
+            if job.target == "label" and not 0 <= label < num_classes:
+                _quarantine(status, errors, j, f"label {label} is outside 0..{num_classes - 1}")
         if job.target == "predicted":
             target = logits.argmax(1)
         else:
-            target = torch.from_numpy(labels[sl]).to(loaded.device)
-        good = torch.from_numpy(status[sl] == "ok").to(loaded.device)
+            target = torch.from_numpy(np.clip(batch.labels[sl], 0, num_classes - 1)).to(loaded.device)
+        good = np.array([s == "ok" for s in status[sl]])
         if good.any():
-            rel = loaded.explainer(x[good], target[good])
-            heatmaps[sl][good.cpu().numpy()] = rel.detach().float().cpu().numpy()
+            mask = torch.from_numpy(good).to(loaded.device)
+            relevance = loaded.explainer(x[mask], target[mask]).detach().float().cpu().numpy()
+            bad = ~np.isfinite(relevance.reshape(len(relevance), -1)).all(1)
+            for j, is_bad in zip(np.flatnonzero(good) + sl.start, bad):
+                if is_bad:
+                    _quarantine(status, errors, j, "explanation contains NaN or Inf")
+            heatmaps[sl][good] = np.where(np.isfinite(relevance), relevance, 0.0)
         logit_chunks.append(torch.nan_to_num(logits.cpu()))
         target_chunks.append(target.cpu())
-    logits_all = torch.cat(logit_chunks)
-    targets = torch.cat(target_chunks)
-    relevance_sums = heatmaps.reshape(len(ids), -1).sum(1)
+    quarantined = np.array([s != "ok" for s in status])
+    heatmaps[quarantined] = 0.0
+    logits_all, targets = torch.cat(logit_chunks), torch.cat(target_chunks)
+    relevance_sums = heatmaps.reshape(n, -1).sum(1)
     stored, scales = normalize_for_storage(heatmaps)
-    rows = _rows_for(ids, labels, logits_all, targets, relevance_sums, scales, status.tolist(), errors.tolist())
+    rows = _rows(ids, batch, logits_all, targets, relevance_sums, scales, status, errors)
     return stored.astype(job.heatmap_dtype), rows
-
-
-def _worker_job(key: str) -> LoadedJob:
-    from distributed import get_worker
-
-    return get_worker().plugins[f"unhans-explain-{key}"].loaded
 
 
 def explain_unit(key: str, unit: int, start: int, stop: int) -> dict:
     """A Dask task: explain one unit, write its shard and table part, then its marker."""
+    from distributed import get_worker
+
+    from .cluster import ensure_project_importable
+
+    ensure_project_importable()
     from storage import Markers, open_heatmap_array, write_part
 
-    loaded = _worker_job(key)
+    loaded = get_worker().plugins[f"unhans-explain-{key}"].loaded
     run_dir = Path(loaded.job.run_dir)
     stored, rows = explain_range(loaded, start, stop)
     open_heatmap_array(run_dir, mode="r+")[start:stop] = stored
     write_part(run_dir, SAMPLES_TABLE, unit, rows)
-    quarantined = int(sum(s != "ok" for s in rows.column("status").to_pylist()))
+    quarantined = sum(s != "ok" for s in rows.column("status").to_pylist())
     Markers(run_dir).mark_unit(STAGE, unit, start=start, stop=stop, quarantined=quarantined)
     return {"unit": unit, "samples": stop - start, "quarantined": quarantined}
 
 
 class ExplainerPlugin(WorkerPlugin):
-    """Dask worker plugin: loads the job's model and explainer once per worker."""
+    """Dask worker plugin: opens the job's source and builds its model and explainer once per worker."""
 
     def __init__(self, job: ExplainJob):
         self.job = job
@@ -171,6 +197,41 @@ class ExplainerPlugin(WorkerPlugin):
         self.loaded = None
 
 
+def check_job(job: ExplainJob) -> tuple[int, tuple[int, ...]]:
+    """Fail before any work: open the source, build the model, explain one sample.
+
+    Returns (number of samples, sample shape). Raises SourceError, ModelLoadError,
+    UnsupportedModelError or ValueError with a message naming the key or file.
+    """
+    import torch
+
+    source = job.source.open()
+    model = job.model.build("cpu")
+    probe = None
+    for start in range(0, min(len(source), 256), 16):
+        batch = source.load(start, min(start + 16, len(source)))
+        ok = [i for i, s in enumerate(batch.status) if s == "ok"]
+        if ok:
+            probe = torch.from_numpy(batch.images[ok[:1]])
+            break
+    if probe is None:
+        reasons = "; ".join(sorted(set(e for e in batch.errors if e))[:3])
+        raise SourceError(f"input: none of the first 256 samples is readable ({reasons})")
+    try:
+        with torch.no_grad():
+            out = model(probe)
+    except RuntimeError as exc:  # typically a shape mismatch between the input and the first layer
+        raise ModelLoadError(f"model: forward on one input of shape {tuple(probe.shape)} failed: "
+                             f"{str(exc).splitlines()[0]}") from None
+    if not isinstance(out, torch.Tensor) or out.ndim != 2:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ModelLoadError(f"model: output must be (batch, classes) logits, got {shape} for input "
+                             f"{tuple(probe.shape)}")
+    explainer = make_explainer(model, job.method, job.composite)
+    explainer(probe, out.argmax(1))
+    return len(source), tuple(source.sample_shape)
+
+
 def run_explain_stage(job: ExplainJob, client, *, num_samples: int, sample_shape: tuple[int, ...],
                       progress: bool = True) -> dict:
     """Explain all units without a marker on ``client``'s cluster; returns counts."""
@@ -183,7 +244,8 @@ def run_explain_stage(job: ExplainJob, client, *, num_samples: int, sample_shape
     create_heatmap_array(run_dir, num_samples, sample_shape, job.shard_size, job.heatmap_dtype)
     markers = Markers(run_dir)
     done = markers.done_units(STAGE)
-    todo = [u for u in unit_ranges(num_samples, job.shard_size) if u[0] not in done]
+    units = unit_ranges(num_samples, job.shard_size)
+    todo = [u for u in units if u[0] not in done]
     key = job.key()
     if todo:
         client.register_plugin(ExplainerPlugin(job), name=f"unhans-explain-{key}")
@@ -191,14 +253,23 @@ def run_explain_stage(job: ExplainJob, client, *, num_samples: int, sample_shape
         client.submit(explain_unit, key, unit, start, stop, key=f"explain-{key}-{unit}", retries=3, pure=False)
         for unit, start, stop in todo
     ]
-    quarantined = 0
-    with tqdm(total=num_samples, initial=num_samples - sum(s2 - s1 for _, s1, s2 in todo),
-              desc="explain", unit="sample", disable=not progress, leave=False) as bar:
+    initial = num_samples - sum(stop - start for _, start, stop in todo)
+    with tqdm(total=num_samples, initial=initial, desc="explain", unit="sample", disable=not progress,
+              leave=False) as bar:
         for future in as_completed(futures):
-            result = future.result()
-            quarantined += result["quarantined"]
-            bar.update(result["samples"])
+            bar.update(future.result()["samples"])
     if todo:
         client.unregister_worker_plugin(f"unhans-explain-{key}")
-    return {"units": len(unit_ranges(num_samples, job.shard_size)), "computed_units": len(todo),
-            "quarantined_new": quarantined}
+    return {"units": len(units), "computed_units": len(todo)}
+
+
+def quarantine_summary(run_dir: Path, limit: int = 10) -> tuple[int, list[str]]:
+    """(number of quarantined samples, up to ``limit`` lines 'sample id, source: reason')."""
+    import pyarrow.compute as pc
+
+    from storage import read_table
+
+    table = read_table(run_dir, SAMPLES_TABLE, columns=["sample_id", "source", "status", "error"])
+    bad = table.filter(pc.not_equal(table.column("status"), "ok")).sort_by("sample_id")
+    lines = [f"sample {r['sample_id']} ({r['source']}): {r['error']}" for r in bad.slice(0, limit).to_pylist()]
+    return bad.num_rows, lines

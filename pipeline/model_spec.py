@@ -1,4 +1,15 @@
-"""How a worker rebuilds the model: a ``package.module:factory`` callable plus a state dict."""
+"""How a worker rebuilds the model: three formats, each loaded safely.
+
+- ``factory``: a ``package.module:callable`` returning an ``nn.Module`` (called with
+  ``kwargs``), then a state dict from ``checkpoint``;
+- ``torchvision``: a torchvision model name (``resnet18``, ``vgg16_bn`` ...) built without
+  weights (``num_classes`` from kwargs), then the state dict from ``checkpoint``;
+- ``torchscript``: a TorchScript file (``torch.jit.load``); gradient-based methods only,
+  since LRP rewrites eager modules.
+
+State dicts are read with ``torch.load(weights_only=True)`` unless ``trust_checkpoint`` is
+set: a pickled checkpoint can run arbitrary code when loaded.
+"""
 from __future__ import annotations
 
 import importlib
@@ -6,33 +17,101 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+MODEL_KINDS = ("factory", "torchvision", "torchscript")
+
+
+class ModelLoadError(ValueError):
+    """The model cannot be built or its weights cannot be loaded; the message says which file and why."""
+
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A picklable recipe for the model: ``factory(**kwargs)`` then ``checkpoint`` loaded.
-
-    The checkpoint is loaded with ``weights_only=True`` unless ``trust_checkpoint`` is set.
-    """
-
-    factory: str
-    checkpoint: str
+    kind: str = "factory"
+    factory: str | None = None
+    name: str | None = None
+    checkpoint: str | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
     trust_checkpoint: bool = False
 
     def build(self, device: str = "cpu"):
-        import torch
+        """The model in eval mode on ``device``; raises :class:`ModelLoadError`."""
+        if self.kind == "torchscript":
+            return self._torchscript(device)
+        if self.kind == "factory":
+            model = self._from_factory()
+        elif self.kind == "torchvision":
+            model = self._from_torchvision()
+        else:
+            raise ModelLoadError(f"model.kind: unknown kind {self.kind!r} ({', '.join(MODEL_KINDS)})")
+        if self.checkpoint:
+            self._load_state(model)
+        return model.to(device).eval()
 
+    def _from_factory(self):
+        if not self.factory:
+            raise ModelLoadError("model.factory: required for kind 'factory' (e.g. 'mypackage.models:make_net')")
         module_name, _, attr = self.factory.partition(":")
         if not attr:
-            raise ValueError(f"model factory {self.factory!r} must look like 'package.module:callable'")
+            raise ModelLoadError(f"model.factory: {self.factory!r} must look like 'package.module:callable'")
         try:
             factory = getattr(importlib.import_module(module_name), attr)
         except (ImportError, AttributeError) as exc:
-            raise ValueError(f"model factory {self.factory!r} cannot be imported: {exc}") from exc
-        model = factory(**self.kwargs)
+            raise ModelLoadError(f"model.factory: cannot import {self.factory!r}: {exc}") from None
+        try:
+            return factory(**self.kwargs)
+        except TypeError as exc:
+            raise ModelLoadError(f"model.factory: {self.factory}(**{self.kwargs}) failed: {exc}") from None
+
+    def _from_torchvision(self):
+        import torchvision
+
+        if not self.name:
+            raise ModelLoadError("model.name: required for kind 'torchvision' (e.g. 'resnet18')")
+        try:
+            builder = torchvision.models.get_model_builder(self.name)
+        except ValueError:
+            raise ModelLoadError(f"model.name: torchvision has no model {self.name!r}") from None
+        return builder(weights=None, **self.kwargs)
+
+    def _load_state(self, model) -> None:
+        import pickle
+
+        import torch
+
         path = Path(self.checkpoint)
         if not path.is_file():
-            raise FileNotFoundError(f"model checkpoint not found: {path}")
-        state = torch.load(path, map_location="cpu", weights_only=not self.trust_checkpoint)
-        model.load_state_dict(state)
-        return model.to(device).eval()
+            raise ModelLoadError(f"model.checkpoint: file not found: {path}")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=not self.trust_checkpoint)
+        except pickle.UnpicklingError as exc:
+            if not self.trust_checkpoint and "weights_only" in str(exc):
+                raise ModelLoadError(
+                    f"model.checkpoint: {path} holds more than tensors and was refused by the safe loader "
+                    "(weights_only=True). Save a state_dict, or, only if you trust the file, set "
+                    "model.trust_checkpoint: true (--trust-checkpoint)") from None
+            raise ModelLoadError(f"model.checkpoint: {path} is not a readable torch checkpoint ({exc})") from None
+        except (RuntimeError, EOFError, OSError, ValueError) as exc:
+            raise ModelLoadError(f"model.checkpoint: {path} is not a readable torch checkpoint "
+                                 f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+            state = state["state_dict"]
+        if not isinstance(state, dict):
+            raise ModelLoadError(f"model.checkpoint: {path} holds a {type(state).__name__}, expected a state_dict")
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()
+            detail = "; ".join(line.strip() for line in first[1:3]) or first[0]
+            raise ModelLoadError(f"model.checkpoint: {path} does not fit the model: {detail}") from None
+
+    def _torchscript(self, device: str):
+        import torch
+
+        path = Path(self.checkpoint or "")
+        if not path.is_file():
+            raise ModelLoadError(f"model.checkpoint: TorchScript file not found: {path}")
+        try:
+            return torch.jit.load(str(path), map_location=device).eval()
+        except (RuntimeError, ValueError) as exc:
+            raise ModelLoadError(f"model.checkpoint: {path} is not a TorchScript file "
+                                 f"({str(exc).splitlines()[0]})") from None

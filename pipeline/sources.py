@@ -1,0 +1,328 @@
+"""Where the samples come from: arrays (.npy, .npz), image folders, Parquet lists of image files.
+
+A :class:`SourceSpec` is a small picklable description; ``spec.open()`` gives a
+:class:`Source` that reads any range of samples. Workers open the source once and read only
+their own ranges: ``.npy`` files by seeking (no memory map, so resident memory stays flat in
+the dataset size), image files one by one. A sample that cannot be read (corrupt or missing
+file, wrong shape, NaN/Inf) is returned with status ``quarantined`` and a one-line reason;
+problems with the source as a whole raise :class:`SourceError` before any work starts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+INDEX_FILE = "image_index.parquet"
+
+
+class SourceError(ValueError):
+    """The input as a whole is unusable (missing, wrong layout, inconsistent)."""
+
+
+@dataclass(frozen=True)
+class TransformSpec:
+    """Image decoding: mode, resize to size x size, center crop, per-channel normalization."""
+
+    size: int | None = None
+    center_crop: int | None = None
+    grayscale: bool = False
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """kind: ``npy`` (images .npy + optional labels .npy), ``npz`` (arrays ``images_key`` and
+    ``labels_key``), ``imagefolder`` (``root/<class>/<image>``, classes sorted by name),
+    ``parquet`` (a table with ``path_column`` and ``label_column``, paths relative to ``root``
+    or to the table's folder)."""
+
+    kind: str
+    path: str
+    labels_path: str | None = None
+    images_key: str = "images"
+    labels_key: str = "labels"
+    path_column: str = "path"
+    label_column: str = "label"
+    root: str | None = None
+    transform: TransformSpec = field(default_factory=TransformSpec)
+    index: str | None = None    # image sources: the (path, label) list written by build_image_index
+
+    def open(self) -> "Source":
+        if self.kind == "npy":
+            return NpySource(self)
+        if self.kind == "npz":
+            return NpzSource(self)
+        if self.kind in ("imagefolder", "parquet"):
+            return ImageFileSource(self)
+        raise SourceError(f"input.kind: unknown kind {self.kind!r} (npy, npz, imagefolder, parquet)")
+
+
+@dataclass
+class Batch:
+    images: np.ndarray          # (n, *sample_shape) float32; zeros where quarantined
+    labels: np.ndarray          # (n,) int64, -1 when unknown
+    sources: list[str]
+    status: list[str]           # "ok" or "quarantined"
+    errors: list[str]           # "" or a one-line reason
+
+
+class Source:
+    """Read access to a dataset by sample range."""
+
+    sample_shape: tuple[int, ...]
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def load(self, start: int, stop: int) -> Batch:
+        raise NotImplementedError
+
+
+def _check_finite(images: np.ndarray, status: list[str], errors: list[str]) -> None:
+    flat = images.reshape(len(images), -1)
+    nan = np.isnan(flat).any(1)
+    inf = np.isinf(flat).any(1)
+    for i in np.flatnonzero(nan | inf):
+        if status[i] == "ok":
+            status[i] = "quarantined"
+            errors[i] = "input contains NaN" if nan[i] else "input contains Inf"
+            images[i] = 0
+
+
+class _NpyReader:
+    """Reads rows [start, stop) of a C-ordered .npy file by seeking; no memory map."""
+
+    def __init__(self, path: Path, what: str):
+        self.path = path
+        try:
+            with open(path, "rb") as fh:
+                version = np.lib.format.read_magic(fh)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, fortran, dtype = read_header(fh)
+                self.offset = fh.tell()
+        except FileNotFoundError:
+            raise SourceError(f"{what}: file not found: {path}") from None
+        except (ValueError, OSError) as exc:
+            raise SourceError(f"{what}: {path} is not a readable .npy file ({exc})") from None
+        if fortran:
+            raise SourceError(f"{what}: {path} is Fortran-ordered; save it C-ordered (np.ascontiguousarray)")
+        if dtype.hasobject:
+            raise SourceError(f"{what}: {path} holds Python objects; only numeric arrays are read")
+        self.shape, self.dtype = tuple(shape), dtype
+        self.row_items = int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else 1
+        expected = self.offset + self.row_items * dtype.itemsize * (shape[0] if shape else 0)
+        if path.stat().st_size < expected:
+            raise SourceError(f"{what}: {path} is truncated ({path.stat().st_size} bytes, header says {expected})")
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        with open(self.path, "rb") as fh:
+            fh.seek(self.offset + start * self.row_items * self.dtype.itemsize)
+            data = np.fromfile(fh, dtype=self.dtype, count=(stop - start) * self.row_items)
+        return data.reshape((stop - start, *self.shape[1:]))
+
+
+def _labels_array(labels: np.ndarray, n: int, what: str) -> np.ndarray:
+    if labels.ndim != 1 or len(labels) != n:
+        raise SourceError(f"{what}: labels have shape {labels.shape}, expected ({n},) to match the images")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise SourceError(f"{what}: labels must be integers, got {labels.dtype}")
+    return labels.astype(np.int64)
+
+
+def _check_image_array_shape(shape: tuple[int, ...], what: str) -> None:
+    if len(shape) not in (3, 4):
+        raise SourceError(f"{what}: images must be (N, C, L) or (N, C, H, W), got shape {shape}")
+    if shape[0] == 0:
+        raise SourceError(f"{what}: no samples")
+
+
+class NpySource(Source):
+    def __init__(self, spec: SourceSpec):
+        self.images = _NpyReader(Path(spec.path), "input.path")
+        _check_image_array_shape(self.images.shape, "input.path")
+        if not np.issubdtype(self.images.dtype, np.number):
+            raise SourceError(f"input.path: images must be numeric, got {self.images.dtype}")
+        self.sample_shape = self.images.shape[1:]
+        self.labels = None
+        if spec.labels_path:
+            reader = _NpyReader(Path(spec.labels_path), "input.labels_path")
+            self.labels = _labels_array(reader.read(0, reader.shape[0]), self.images.shape[0], "input.labels_path")
+        self.name = Path(spec.path).name
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def load(self, start: int, stop: int) -> Batch:
+        images = self.images.read(start, stop).astype(np.float32)
+        labels = self.labels[start:stop] if self.labels is not None else np.full(stop - start, -1, np.int64)
+        status, errors = ["ok"] * (stop - start), [""] * (stop - start)
+        _check_finite(images, status, errors)
+        return Batch(images, labels, [f"{self.name}[{i}]" for i in range(start, stop)], status, errors)
+
+
+class NpzSource(Source):
+    """An .npz archive, loaded whole once per process (use .npy files for data larger than memory)."""
+
+    def __init__(self, spec: SourceSpec):
+        path = Path(spec.path)
+        if not path.is_file():
+            raise SourceError(f"input.path: file not found: {path}")
+        try:
+            archive = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise SourceError(f"input.path: {path} is not a readable .npz archive ({exc})") from None
+        with archive:
+            if spec.images_key not in archive.files:
+                raise SourceError(f"input.images_key: {path} has no array {spec.images_key!r} "
+                                  f"(arrays: {', '.join(archive.files)})")
+            self.images = archive[spec.images_key]
+            self.labels = None
+            if spec.labels_key in archive.files:
+                self.labels = _labels_array(archive[spec.labels_key], len(self.images), "input.labels_key")
+        _check_image_array_shape(self.images.shape, "input.images_key")
+        self.sample_shape = self.images.shape[1:]
+        self.name = path.name
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def load(self, start: int, stop: int) -> Batch:
+        images = np.array(self.images[start:stop], dtype=np.float32)
+        labels = self.labels[start:stop] if self.labels is not None else np.full(stop - start, -1, np.int64)
+        status, errors = ["ok"] * (stop - start), [""] * (stop - start)
+        _check_finite(images, status, errors)
+        return Batch(images, labels, [f"{self.name}[{i}]" for i in range(start, stop)], status, errors)
+
+
+def build_image_index(spec: SourceSpec, out: Path) -> Path:
+    """List an image folder (or validate a Parquet list) into ``out`` (path, label); returns it.
+
+    Done once by the client so that workers never walk the directory tree.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from storage.atomic import write_parquet_atomic
+
+    if spec.kind == "imagefolder":
+        root = Path(spec.path)
+        if not root.is_dir():
+            raise SourceError(f"input.path: not a directory: {root}")
+        classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+        if not classes:
+            raise SourceError(f"input.path: {root} has no class sub-folders (expected {root}/<class>/<image>)")
+        paths, labels = [], []
+        for label, name in enumerate(classes):
+            for file in sorted((root / name).rglob("*")):
+                if file.is_file() and file.suffix.lower() in IMAGE_EXTENSIONS:
+                    paths.append(str(file.relative_to(root)))
+                    labels.append(label)
+        if not paths:
+            raise SourceError(f"input.path: no images ({', '.join(IMAGE_EXTENSIONS)}) under {root}")
+        table = pa.table({"path": paths, "label": pa.array(labels, pa.int64())},
+                         metadata={"root": str(root.resolve()), "classes": ",".join(classes)})
+    else:
+        path = Path(spec.path)
+        if not path.is_file():
+            raise SourceError(f"input.path: file not found: {path}")
+        try:
+            user = pq.read_table(path)
+        except Exception as exc:  # pyarrow raises several types for a corrupt file
+            raise SourceError(f"input.path: {path} is not a readable Parquet file ({exc})") from None
+        missing = [c for c in (spec.path_column, spec.label_column) if c not in user.column_names]
+        if missing:
+            raise SourceError(f"input: {path} has no column {', '.join(map(repr, missing))} "
+                              f"(columns: {', '.join(user.column_names)}; set input.path_column / input.label_column)")
+        if user.num_rows == 0:
+            raise SourceError(f"input.path: {path} has no rows")
+        if not pa.types.is_integer(user.schema.field(spec.label_column).type):
+            raise SourceError(f"input.label_column: column {spec.label_column!r} must hold integer labels")
+        root = Path(spec.root) if spec.root else path.parent
+        table = pa.table({"path": user.column(spec.path_column).cast(pa.string()),
+                          "label": user.column(spec.label_column).cast(pa.int64())},
+                         metadata={"root": str(root.resolve())})
+    write_parquet_atomic(out, table)
+    return out
+
+
+def decode_image(path: Path, transform: TransformSpec) -> np.ndarray:
+    """Decode one image file to a float32 (C, H, W) array in [0, 1] (then normalized)."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        img.load()
+        img = img.convert("L" if transform.grayscale else "RGB")
+        if transform.size:
+            img = img.resize((transform.size, transform.size), Image.BILINEAR)
+        if transform.center_crop:
+            w, h = img.size
+            c = transform.center_crop
+            if c > w or c > h:
+                raise ValueError(f"image is {w}x{h}, smaller than center_crop {c}")
+            left, top = (w - c) // 2, (h - c) // 2
+            img = img.crop((left, top, left + c, top + c))
+        array = np.asarray(img, dtype=np.float32) / 255.0
+    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+    if transform.mean is not None:
+        array = (array - np.asarray(transform.mean, np.float32)[:, None, None]) / np.asarray(
+            transform.std, np.float32)[:, None, None]
+    return np.ascontiguousarray(array)
+
+
+class ImageFileSource(Source):
+    """Images listed in an index (see :func:`build_image_index`), decoded one by one."""
+
+    def __init__(self, spec: SourceSpec):
+        import pyarrow.parquet as pq
+
+        index = Path(spec.index) if spec.index else None
+        if index is None or not index.is_file():
+            raise SourceError("image sources need an index: call build_image_index first")
+        table = pq.read_table(index)
+        meta = table.schema.metadata or {}
+        self.root = Path(meta.get(b"root", b".").decode())
+        self.paths = table.column("path").to_pylist()
+        self.labels = table.column("label").to_numpy()
+        self.transform = spec.transform
+        self.sample_shape = self._probe_shape()
+
+    def _probe_shape(self) -> tuple[int, ...]:
+        for rel in self.paths[:64]:
+            try:
+                return decode_image(self.root / rel, self.transform).shape
+            except Exception:  # a corrupt first image must not decide the shape
+                continue
+        raise SourceError(f"input: none of the first {min(64, len(self.paths))} images under {self.root} decodes")
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def load(self, start: int, stop: int) -> Batch:
+        n = stop - start
+        images = np.zeros((n, *self.sample_shape), np.float32)
+        status, errors = ["ok"] * n, [""] * n
+        for j, rel in enumerate(self.paths[start:stop]):
+            path = self.root / rel
+            try:
+                array = decode_image(path, self.transform)
+            except FileNotFoundError:
+                status[j], errors[j] = "quarantined", f"file not found: {path}"
+                continue
+            except Exception as exc:  # PIL raises many types for corrupt data
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                status[j], errors[j] = "quarantined", f"cannot decode image: {reason}"
+                continue
+            if array.shape != self.sample_shape:
+                status[j] = "quarantined"
+                errors[j] = (f"image decodes to shape {array.shape}, the dataset's is {self.sample_shape}; "
+                             "set input.transform.size")
+                continue
+            images[j] = array
+        _check_finite(images, status, errors)
+        return Batch(images, self.labels[start:stop].astype(np.int64), [str(self.root / p) for p in self.paths[start:stop]],
+                     status, errors)
