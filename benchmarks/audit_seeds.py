@@ -1,0 +1,72 @@
+"""Detection quality of `unhans audit` over seeds and defect scenarios on the embedded digits.
+
+Runs the full audit (training, Dask explain stage, SpRAy, flags) for every scenario and seed
+and prints the evaluation table, the pass count against issue #2's bar, and the wall time.
+
+    python benchmarks/audit_seeds.py                      # all scenarios, seeds 0-4 (~10 min on 2 cores)
+    python benchmarks/audit_seeds.py --scenarios default no_artifact --seeds 0 1
+
+Ends with one line: RESULT default_pass=<n>/<seeds> no_alarm=<n>/<seeds> ...
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+SCENARIOS = {
+    "default": {},
+    "no_artifact": {"dataset": {"artifact": {"fraction": 0.0}}},
+    "class7_top_right_30": {"dataset": {"artifact": {"class": 7, "fraction": 0.3, "corner": "top-right"}}},
+    "class5_bottom_right_asym": {"dataset": {"artifact": {"class": 5, "corner": "bottom-right"},
+                                             "label_noise": {"kind": "asymmetric"}}},
+    "class0_top_left_30": {"dataset": {"artifact": {"class": 0, "fraction": 0.3, "corner": "top-left"}}},
+}
+
+
+def passes(ev: dict) -> bool:
+    """Issue #2's bar for a run with an artifact."""
+    return (ev["artifact_class_rank"] == 1 and (ev["artifact_precision"] or 0) >= 0.9
+            and (ev["artifact_recall"] or 0) >= 0.9 and ev["mislabel_auroc"] >= 0.98)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--umap", action="store_true", help="also compute the UMAP maps (slower)")
+    parser.add_argument("--keep", metavar="DIR", help="keep the run directories here")
+    args = parser.parse_args()
+
+    from pipeline.audit import run_audit
+    from pipeline.config import from_dict
+
+    root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="unhans-bench-"))
+    keys = ["artifact_class_rank", "artifact_precision", "artifact_recall", "mislabel_auroc", "mislabel_precision_at_n"]
+    print(f"{'scenario':26s} seed " + " ".join(f"{k[:18]:>18s}" for k in keys) + "  flagged  seconds")
+    result = {}
+    for name in args.scenarios:
+        ok = 0
+        for seed in args.seeds:
+            data = {**SCENARIOS[name], "spray": {"umap": args.umap}}
+            config = from_dict(data).with_seed(seed)
+            start = time.perf_counter()
+            summary = run_audit(config, root / f"{name}-s{seed}", quiet=True, force=True)
+            seconds = time.perf_counter() - start
+            ev = summary["evaluation"]
+            flagged = [e["class_id"] for e in summary["clever_hans"]["flagged_clusters"]]
+            good = (not flagged) if name == "no_artifact" else passes(ev)
+            ok += good
+            cells = " ".join(f"{v:>18.3f}" if isinstance(v, float) else f"{str(v):>18s}" for v in (ev[k] for k in keys))
+            print(f"{name:26s} {seed:4d} {cells}  {str(flagged):7s}  {seconds:7.1f}  {'pass' if good else 'FAIL'}",
+                  flush=True)
+        result[name] = f"{ok}/{len(args.seeds)}"
+    if not args.keep:
+        shutil.rmtree(root, ignore_errors=True)
+    print("RESULT " + " ".join(f"{k}={v}" for k, v in result.items()))
+
+
+if __name__ == "__main__":
+    main()
