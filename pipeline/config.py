@@ -219,8 +219,11 @@ def _build(cls: type, data: Any, where: str) -> Any:
         )
     kwargs = {}
     for key, f in fields.items():
+        path = f"{where}.{key}" if where else key
         if key in data:
-            kwargs[f.name] = _check_value(data[key], hints[f.name], f"{where}.{key}" if where else key)
+            kwargs[f.name] = _check_value(data[key], hints[f.name], path)
+        elif dataclasses.is_dataclass(hints[f.name]):
+            kwargs[f.name] = _build(hints[f.name], {}, path)  # a missing section is validated too
     obj = cls(**kwargs)
     _validate_ranges(obj, where)
     return obj

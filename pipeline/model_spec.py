@@ -84,7 +84,7 @@ class ModelSpec:
         try:
             state = torch.load(path, map_location="cpu", weights_only=not self.trust_checkpoint)
         except pickle.UnpicklingError as exc:
-            if not self.trust_checkpoint and "weights_only" in str(exc):
+            if not self.trust_checkpoint and "Unsupported global" in str(exc):
                 raise ModelLoadError(
                     f"model.checkpoint: {path} holds more than tensors and was refused by the safe loader "
                     "(weights_only=True). Save a state_dict, or, only if you trust the file, set "
