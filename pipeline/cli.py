@@ -221,7 +221,7 @@ def _is_user_error(exc: Exception) -> bool:
     """Errors about the user's input, config or files: a one-line message, no traceback."""
     from .config import ConfigError
 
-    if isinstance(exc, (ConfigError, FileNotFoundError, FileExistsError)):
+    if isinstance(exc, (ConfigError, FileNotFoundError, FileExistsError, ConnectionError)):
         return True
     names = {base.__name__ for base in type(exc).__mro__}
     return bool(names & {"SourceError", "ModelLoadError", "UnsupportedModelError", "RunMismatchError"})

@@ -3,34 +3,60 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from collections.abc import Iterator
 
 from .config import ClusterConfig
 from .devices import worker_environment
 
 
+def _gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 @contextlib.contextmanager
-def dask_client(config: ClusterConfig) -> Iterator["object"]:
+def dask_client(config: ClusterConfig, *, use_gpus: bool = True) -> Iterator["object"]:
     """Yield a ``distributed.Client``.
 
     With ``config.scheduler`` the client connects to that address (the cluster outlives the
-    run); otherwise a LocalCluster of ``workers`` processes with ``threads_per_worker`` threads
-    each is started and torn down. Worker processes get OMP/MKL/OpenBLAS capped to their threads.
+    run). Otherwise, on a machine with GPUs and dask-cuda installed (``pip install unhans[gpu]``)
+    a LocalCUDACluster with one worker per GPU is started; else a LocalCluster of ``workers``
+    processes with ``threads_per_worker`` threads each, OMP/MKL/OpenBLAS capped to those
+    threads. The local cluster is torn down on exit.
     """
     from distributed import Client, LocalCluster
 
     if config.scheduler:
-        with Client(config.scheduler, timeout="30s") as client:
+        try:
+            client = Client(config.scheduler, timeout="30s")
+        except OSError as exc:
+            raise ConnectionError(f"cluster.scheduler: cannot reach the Dask scheduler at {config.scheduler} "
+                                  f"({exc})") from None
+        with client:
             yield client
         return
-    cluster = LocalCluster(
-        n_workers=config.workers,
-        threads_per_worker=config.threads_per_worker,
-        processes=True,
-        dashboard_address=None,
-        silence_logs=logging.ERROR,
-        env=worker_environment(config.threads_per_worker),
-    )
+    gpus = _gpu_count() if use_gpus else 0
+    cluster = None
+    if gpus:
+        try:
+            from dask_cuda import LocalCUDACluster
+        except ImportError:
+            print(f"unhans: {gpus} GPU(s) visible but dask-cuda is not installed: {config.workers} workers will "
+                  "share cuda:0. Install unhans[gpu] for one worker per GPU.", file=sys.stderr)
+        else:
+            cluster = LocalCUDACluster(threads_per_worker=config.threads_per_worker, dashboard_address=None,
+                                       silence_logs=logging.ERROR)
+    if cluster is None:
+        cluster = LocalCluster(
+            n_workers=config.workers,
+            threads_per_worker=config.threads_per_worker,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+            env=worker_environment(config.threads_per_worker),
+        )
     try:
         with Client(cluster) as client:
             yield client

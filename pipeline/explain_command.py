@@ -89,13 +89,9 @@ def run_explain(config: ExplainRunConfig, out: str | Path, *, force: bool = Fals
             counts = run_explain_stage(job, client, num_samples=num_samples, sample_shape=sample_shape,
                                        progress=not quiet)
         markers.mark_stage(STAGE, seconds=time.perf_counter() - start, **counts)
-    quarantined, examples = quarantine_summary(run)
-    info = markers.stage_info(STAGE) or {}
-    return {"run": str(run), "samples": int(info.get("units", 0) and _num_samples(run)), "quarantined": quarantined,
-            "quarantine_examples": examples, "seconds": info.get("seconds")}
-
-
-def _num_samples(run: Path) -> int:
     from storage import open_run
 
-    return int(open_run(run).manifest["dataset"]["num_samples"])
+    quarantined, examples = quarantine_summary(run)
+    return {"run": str(run), "samples": int(open_run(run).manifest["dataset"]["num_samples"]),
+            "quarantined": quarantined, "quarantine_examples": examples,
+            "seconds": (markers.stage_info(STAGE) or {}).get("seconds")}
