@@ -246,13 +246,15 @@ def stage_spray(config: AuditConfig, paths: AuditPaths, markers, quiet: bool) ->
             "candidate": evidence.to_dict(with_members=True) if evidence is not None else None,
             "region_share": {str(c): v["share"].tolist() for c, v in pooled.items()},
         })
+    _confirm_top_candidates(config, paths, report_classes, images, np.where(ok, cols["target"], -1), pixel_std, quiet)
     # Carriers of a candidate's pattern that the model explains as another class.
     for info in report_classes:
         cand = info["candidate"]
         if cand is None:
             continue
         others = np.flatnonzero(ok & (cols["target"] != info["class_id"]))
-        evidence = ClusterEvidence(**{**cand, "window": tuple(cand["window"])})
+        evidence = ClusterEvidence(**{k: v for k, v in cand.items() if k not in ("confirmation", "window")},
+                                   window=tuple(cand["window"]))
         carriers = pattern_carriers(shares[others], np.asarray(images[others], dtype=np.float32), evidence, pixel_std)
         cand["other_members"] = others[carriers].tolist()
     write_table(paths.run, "spray", pa.table({
@@ -270,6 +272,36 @@ def stage_spray(config: AuditConfig, paths: AuditPaths, markers, quiet: bool) ->
     _log(f"spray: {len(classes)} classes, {sum(c['n_clusters'] for c in report_classes)} clusters", quiet)
 
 
+CONFIRM_TOP = 3  # candidates (best scores first) checked by counterfactual pasting
+
+
+def _confirm_top_candidates(config: AuditConfig, paths: AuditPaths, report_classes: list[dict], images,
+                            classes: np.ndarray, pixel_std: float, quiet: bool) -> None:
+    """Counterfactual confirmation of the best candidates (see spray.counterfactual), in place."""
+    import torch
+
+    from spray import confirm_candidate
+
+    from .model_spec import ModelSpec
+
+    info = _manifest(paths.run)["model"]
+    model = ModelSpec(kind="factory", factory=info["factory"], checkpoint=str(paths.model), kwargs=info["kwargs"]).build("cpu")
+
+    def predict_proba(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return torch.softmax(model(torch.from_numpy(x)), dim=1).numpy()
+
+    ranked = sorted((c for c in report_classes if c["candidate"]), key=lambda c: -c["candidate"]["score"])
+    for info_k in ranked[:CONFIRM_TOP]:
+        cand = info_k["candidate"]
+        result = confirm_candidate(predict_proba, images, classes, np.asarray(cand["members"]), tuple(cand["window"]),
+                                   info_k["class_id"], pixel_std=pixel_std, seed=config.spray.seed)
+        cand["confirmation"] = result.to_dict()
+        _log(f"spray: class {info_k['class_id']} candidate {'confirmed' if result.confirmed else 'rejected'} "
+             f"(pasting its region raises p(class) by {result.effect:+.3f}, 95% CI [{result.ci_low:+.3f}, "
+             f"{result.ci_high:+.3f}])", quiet)
+
+
 def stage_flags(config: AuditConfig, paths: AuditPaths, markers, quiet: bool) -> None:
     """Per-sample flags and scores, the class ranking, and summary.json."""
     import pyarrow as pa
@@ -283,8 +315,11 @@ def stage_flags(config: AuditConfig, paths: AuditPaths, markers, quiet: bool) ->
     from .evaluation import evaluate
 
     spray_info = json.loads((paths.run / "spray.json").read_text())
-    evidence = [ClusterEvidence(**{**c["candidate"], "window": tuple(c["candidate"]["window"])})
+    evidence = [ClusterEvidence(**{k: v for k, v in c["candidate"].items() if k not in ("confirmation", "window")},
+                                window=tuple(c["candidate"]["window"]))
                 for c in spray_info["classes"] if c["candidate"] is not None]
+    confirmations = {c["class_id"]: c["candidate"].get("confirmation") for c in spray_info["classes"]
+                     if c["candidate"] is not None}
     flagged = flag_classes(evidence)
     ranking = rank_classes(evidence, [c["class_id"] for c in spray_info["classes"]])
     samples = read_table(paths.run, "samples").sort_by("sample_id")
@@ -320,7 +355,8 @@ def stage_flags(config: AuditConfig, paths: AuditPaths, markers, quiet: bool) ->
                     "quarantined": int((status != "ok").sum())},
         "clever_hans": {
             "class_ranking": [{"class_id": k, "score": s} for k, s in ranking],
-            "flagged_clusters": [e.to_dict() for e in flagged],
+            "flagged_clusters": [{**e.to_dict(), "confirmation": confirmations.get(e.class_id)} for e in flagged],
+            "confirmations": [v for v in confirmations.values() if v],
             "flag_threshold": FLAG_SCORE,
             "artifact_suspects": int(artifact_suspect.sum()),
         },

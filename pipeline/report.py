@@ -138,6 +138,14 @@ def write_report(run: Path) -> Path:
                    f"{e['relevance_evidence']:.2f}). Inside it {e['pattern_constancy']:.0%} of their relevance sits on pixels that are constant across the group; the constant pattern differs from the rest of the class by "
                    f"{e['pattern_distinctiveness']:.2f} pixel standard deviations; {e['mislabel_fraction']:.0%} mislabel "
                    "suspects among members.</p>")
+        conf = e.get("confirmation")
+        if conf:
+            verdict_cf = ("<b style='color:#c00'>confirmed</b>" if conf["confirmed"] else "<b>not confirmed</b>")
+            out.append(f"<p>Counterfactual check: {verdict_cf}. Pasting the group's constant pattern into "
+                       f"{conf['recipients']} images of other classes raises p(class {_e(cname(k))}) by "
+                       f"{conf['effect']:+.3f} (95% CI {conf['ci_low']:+.3f} to {conf['ci_high']:+.3f}) compared with "
+                       f"pasting the same pixels from class-mates; {conf['flip_rate']:.0%} of them are then predicted "
+                       f"as {_e(cname(k))} (control {conf['control_flip_rate']:.0%}).</p>")
         mean_key = f"{k}_candidate"
         if mean_key in means:
             out.append("<div class='thumbs'>" + _windowed(heatmap_uri(means[mean_key]), e["window"], pixels, pixels, 128)
