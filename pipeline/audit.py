@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import AuditConfig, to_dict
+from .model_spec import ModelSpec
 
 INPUTS = "inputs"
 MODEL_FILE = "model.pt"
@@ -134,7 +135,6 @@ def stage_explain(config: AuditConfig, paths: AuditPaths, markers, quiet: bool) 
     """LRP for every training sample on the Dask cluster, unit by unit."""
     from .cluster import dask_client
     from .explain_stage import STAGE, ExplainJob, run_explain_stage
-    from .model_spec import ModelSpec
     from .sources import SourceSpec
 
     manifest = _manifest(paths.run)
@@ -172,134 +172,15 @@ def stage_dynamics(config: AuditConfig, paths: AuditPaths, markers, quiet: bool)
     _log(f"dynamics: {suspects} mislabel suspects from {table.num_rows} trajectories", quiet)
 
 
-def _load_explanations(run: Path):
-    """Samples table as numpy columns and real relevance heatmaps (stored × scale)."""
-    from storage import open_run
-
-    r = open_run(run)
-    table = r.table("samples").sort_by("sample_id")
-    cols = {name: table.column(name).to_numpy(zero_copy_only=False) for name in
-            ("sample_id", "label", "prediction", "target", "scale", "status")}
-    stored = np.asarray(r.heatmaps[:], dtype=np.float32)
-    heatmaps = stored * cols["scale"].reshape((-1,) + (1,) * (stored.ndim - 1))
-    return cols, heatmaps
-
-
 def stage_spray(config: AuditConfig, paths: AuditPaths, markers, quiet: bool) -> None:
-    """SpRAy per explained class, relevance pooling, and each class's Clever-Hans candidate."""
-    import pyarrow as pa
-    from tqdm.auto import tqdm
-
-    from spray import ClusterEvidence, analyze_group, class_evidence, normalize_features, pattern_carriers
-    from spray import pool_by_group, pool_heatmaps, region_relevance, relevance_shares, sample_artifact_scores, umap_map
-    from storage import read_table, write_table
-    from storage.atomic import write_json_atomic
-
-    cfg = config.spray
-    cols, heatmaps = _load_explanations(paths.run)
-    images = np.load(paths.images, mmap_mode="r")
-    dynamics = read_table(paths.run, "dynamics").sort_by("sample_id")
-    mislabel_flags = np.asarray(dynamics.column("mislabel_suspect")).astype(np.float64)
-    ok = cols["status"] == "ok"
-    n = len(cols["sample_id"])
-    cluster_col = np.full(n, -1, np.int64)
-    candidate_col = np.zeros(n, bool)
-    artifact_score = np.zeros(n, np.float64)
-    umap_xy = np.full((n, 2), np.nan, np.float32)
-    shares = relevance_shares(heatmaps)
-    regions = region_relevance(heatmaps, cfg.region_grid)
-    reference = np.asarray(images[np.flatnonzero(ok)[:: max(1, int(ok.sum()) // 5000)]], dtype=np.float32)
-    pixel_std = float(reference.std()) or 1.0
-    window = max(2, heatmaps.shape[-1] // 4)
-    share_total = shares[ok].sum(0)
-    classes = np.unique(cols["target"][ok])
-    report_classes = []
-    cluster_means = {}
-    for k in tqdm(classes, desc="spray", unit="class", disable=quiet, leave=False):
-        idx = np.flatnonzero(ok & (cols["target"] == k))
-        features = normalize_features(pool_heatmaps(heatmaps[idx], cfg.pool_size, cfg.relevance), cfg.normalize)
-        analysis = analyze_group(features, n_neighbors=cfg.n_neighbors, max_clusters=cfg.max_clusters, seed=cfg.seed)
-        cluster_col[idx] = analysis.clusters
-        if cfg.umap:
-            umap_xy[idx] = umap_map(features, analysis.graph, seed=cfg.seed)
-        n_other = int(ok.sum()) - len(idx)
-        other_mean = (share_total - shares[idx].sum(0)) / max(n_other, 1)
-        class_images = np.asarray(images[idx], dtype=np.float32)
-        evidence = class_evidence(
-            shares[idx], class_images, analysis.by_resolution, int(k), other_mean_share=other_mean,
-            pixel_std=pixel_std, window=window, mislabel_flags=mislabel_flags[idx],
-        )
-        if evidence is not None:
-            candidate_col[idx[evidence.members]] = True
-            artifact_score[idx] = sample_artifact_scores(shares[idx], class_images, evidence, pixel_std)
-            evidence.members = idx[evidence.members].tolist()  # class positions → sample ids
-        pooled = pool_by_group(regions[idx], analysis.clusters)
-        for c in range(analysis.n_clusters):
-            cluster_means[f"{int(k)}_{c}"] = heatmaps[idx][analysis.clusters == c].mean(0).sum(0).astype(np.float32)
-        if evidence is not None:
-            cluster_means[f"{int(k)}_candidate"] = heatmaps[evidence.members].mean(0).sum(0).astype(np.float32)
-        report_classes.append({
-            "class_id": int(k), "num_samples": int(len(idx)), "k_candidates": analysis.k_candidates,
-            "k_chosen": analysis.k_chosen, "n_clusters": analysis.n_clusters, "stability": analysis.stability,
-            "eigengap": analysis.gap, "eigenvalues": analysis.eigenvalues[:cfg.max_clusters + 1].tolist(),
-            "cluster_sizes": np.bincount(analysis.clusters).tolist(),
-            "candidate": evidence.to_dict(with_members=True) if evidence is not None else None,
-            "region_share": {str(c): v["share"].tolist() for c, v in pooled.items()},
-        })
-    _confirm_top_candidates(config, paths, report_classes, images, np.where(ok, cols["target"], -1), pixel_std, quiet)
-    # Carriers of a candidate's pattern that the model explains as another class.
-    for info in report_classes:
-        cand = info["candidate"]
-        if cand is None:
-            continue
-        others = np.flatnonzero(ok & (cols["target"] != info["class_id"]))
-        evidence = ClusterEvidence(**{k: v for k, v in cand.items() if k not in ("confirmation", "window")},
-                                   window=tuple(cand["window"]))
-        carriers = pattern_carriers(shares[others], np.asarray(images[others], dtype=np.float32), evidence, pixel_std)
-        cand["other_members"] = others[carriers].tolist()
-    write_table(paths.run, "spray", pa.table({
-        "sample_id": pa.array(cols["sample_id"], pa.int64()),
-        "class_id": pa.array(np.where(ok, cols["target"], -1), pa.int64()),
-        "cluster": pa.array(cluster_col, pa.int64()),
-        "candidate_member": pa.array(candidate_col),
-        "artifact_score": pa.array(artifact_score, pa.float32()),
-        "umap_x": pa.array(umap_xy[:, 0], pa.float32()),
-        "umap_y": pa.array(umap_xy[:, 1], pa.float32()),
-    }))
-    np.savez_compressed(paths.run / "spray_cluster_means.npz", **cluster_means)
-    write_json_atomic(paths.run / "spray.json", {"window": window, "pixel_std": pixel_std, "classes": report_classes})
-    markers.mark_stage("spray", classes=len(classes))
-    _log(f"spray: {len(classes)} classes, {sum(c['n_clusters'] for c in report_classes)} clusters", quiet)
-
-
-CONFIRM_TOP = 3  # candidates (best scores first) checked by counterfactual pasting
-
-
-def _confirm_top_candidates(config: AuditConfig, paths: AuditPaths, report_classes: list[dict], images,
-                            classes: np.ndarray, pixel_std: float, quiet: bool) -> None:
-    """Counterfactual confirmation of the best candidates (see spray.counterfactual), in place."""
-    import torch
-
-    from spray import confirm_candidate
-
-    from .model_spec import ModelSpec
+    """SpRAy per explained class and each class's Clever-Hans candidate (see pipeline.spray_stage)."""
+    from .spray_stage import run_spray_stage
 
     info = _manifest(paths.run)["model"]
-    model = ModelSpec(kind="factory", factory=info["factory"], checkpoint=str(paths.model), kwargs=info["kwargs"]).build("cpu")
-
-    def predict_proba(x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return torch.softmax(model(torch.from_numpy(x)), dim=1).numpy()
-
-    ranked = sorted((c for c in report_classes if c["candidate"]), key=lambda c: -c["candidate"]["score"])
-    for info_k in ranked[:CONFIRM_TOP]:
-        cand = info_k["candidate"]
-        result = confirm_candidate(predict_proba, images, classes, np.asarray(cand["members"]), tuple(cand["window"]),
-                                   info_k["class_id"], pixel_std=pixel_std, seed=config.spray.seed)
-        cand["confirmation"] = result.to_dict()
-        _log(f"spray: class {info_k['class_id']} candidate {'confirmed' if result.confirmed else 'rejected'} "
-             f"(pasting its region raises p(class) by {result.effect:+.3f}, 95% CI [{result.ci_low:+.3f}, "
-             f"{result.ci_high:+.3f}])", quiet)
+    summary = run_spray_stage(paths.run, paths.images, config.spray, model_spec=ModelSpec(
+        kind="factory", factory=info["factory"], checkpoint=str(paths.model), kwargs=info["kwargs"]), quiet=quiet)
+    markers.mark_stage("spray", classes=summary["classes"])
+    _log(f"spray: {summary['classes']} classes, {summary['clusters']} clusters", quiet)
 
 
 def stage_flags(config: AuditConfig, paths: AuditPaths, markers, quiet: bool) -> None:
