@@ -213,7 +213,7 @@ def stage_flags(config: AuditConfig, paths: AuditPaths, markers, quiet: bool) ->
     n = len(status)
     artifact_suspect = np.zeros(n, bool)
     for e in flagged:
-        artifact_suspect[e.members] = True
+        artifact_suspect[e.carriers] = True
         artifact_suspect[e.other_members] = True
     write_table(paths.run, "flags", pa.table({
         "sample_id": pa.array(np.arange(n), pa.int64()),

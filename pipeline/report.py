@@ -163,7 +163,7 @@ def write_report(run: Path) -> Path:
         k = info["class_id"]
         idx = np.flatnonzero(cls_col == k)
         cand = info["candidate"] or {}
-        flagged_members = set(cand.get("members", [])) if any(f["class_id"] == k for f in flagged) else set()
+        flagged_members = set(cand.get("carriers", [])) if any(f["class_id"] == k for f in flagged) else set()
         ring = np.array([i in flagged_members for i in idx])
         titles = [f"#{i} label {cname(int(label[i]))} cluster {int(clu_col[i])}" for i in idx]
         out.append(f"<div class='cls'><div><b>class {_e(cname(k))}</b> · {info['num_samples']} samples · "

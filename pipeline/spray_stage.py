@@ -126,10 +126,11 @@ def run_spray_stage(run: Path, images_path: Path, cfg: SprayConfig, *, model_spe
         for c in range(analysis.n_clusters):
             cluster_means[f"{int(k)}_{c}"] = heatmaps[analysis.clusters == c].mean(0).sum(0).astype(np.float32)
         if evidence is not None:
-            candidate_col[idx[evidence.members]] = True
+            candidate_col[idx[evidence.carriers]] = True
             artifact_score[idx] = sample_artifact_scores(shares, class_images, evidence, pixel_std)
             cluster_means[f"{int(k)}_candidate"] = heatmaps[evidence.members].mean(0).sum(0).astype(np.float32)
             evidence.members = idx[evidence.members].tolist()  # class positions → sample ids
+            evidence.carriers = idx[evidence.carriers].tolist()
         pooled = pool_by_group(region_relevance(heatmaps, cfg.region_grid), analysis.clusters)
         report_classes.append({
             "class_id": int(k), "num_samples": int(len(idx)), "k_candidates": analysis.k_candidates,
@@ -159,13 +160,13 @@ def run_spray_stage(run: Path, images_path: Path, cfg: SprayConfig, *, model_spe
                                          window=tuple(info["candidate"]["window"])))
                   for info in report_classes if info["candidate"]]
     carriers = {info["class_id"]: [] for info, _ in candidates}
-    for start, stop, maps in explanations.shards():
-        shares = relevance_shares(maps)
+    for start in range(0, n, explanations.shard):
+        stop = min(start + explanations.shard, n)
         block = np.asarray(images[start:stop], dtype=np.float32)
         for info, evidence in candidates:
             other = (target[start:stop] >= 0) & (target[start:stop] != info["class_id"])
             if other.any():
-                found = pattern_carriers(shares[other], block[other], evidence, pixel_std)
+                found = pattern_carriers(block[other], evidence, pixel_std)
                 carriers[info["class_id"]].extend((np.flatnonzero(other)[found] + start).tolist())
     for info, _ in candidates:
         info["candidate"]["other_members"] = carriers[info["class_id"]]

@@ -42,8 +42,11 @@ keeps them from being taken for artifacts.
 The winning group is then refined: the class members whose input on the constant pixels
 of W matches G's median pattern (distance below the largest gap in the sorted
 log-distances) and whose relevance share in W exceeds that of the non-matching samples
-form the artifact group. This merges a strategy that the clustering split over several
-clusters and drops strays.
+form the group that is scored. This merges a strategy that the clustering split over
+several clusters and drops strays. The *carriers* are all samples whose input carries the
+pattern, whether or not the model leaned on it for that sample: when the class is flagged,
+they are the artifact suspects (the samples to clean), in its class and, found by
+:func:`pattern_carriers`, in other classes.
 """
 from __future__ import annotations
 
@@ -80,6 +83,7 @@ class ClusterEvidence:
     pattern_cut: float = 0.0        # distance to the pattern below which an input carries it
     flagged: bool = False
     members: list[int] = field(default_factory=list, repr=False)   # positions within the class (sample ids once stored)
+    carriers: list[int] = field(default_factory=list, repr=False)  # class samples whose input carries the pattern
     other_members: list[int] = field(default_factory=list, repr=False)  # carriers predicted as other classes
     pattern: list = field(default_factory=list, repr=False)         # median input (C, w, w) in the window
     pattern_weights: list = field(default_factory=list, repr=False)  # constancy-weighted relevance (w, w)
@@ -88,7 +92,7 @@ class ClusterEvidence:
         out = asdict(self)
         out["window"] = list(self.window)
         if not with_members:
-            for key in ("members", "other_members", "pattern", "pattern_weights"):
+            for key in ("members", "carriers", "other_members", "pattern", "pattern_weights"):
                 out.pop(key)
         return out
 
@@ -184,7 +188,7 @@ def class_evidence(
         return None
     win, k, c = best[1], best[-2], best[-1]
     members = labels_of(clusterings[k], c)
-    refined, cut = _refine(shares, images, members, win, pixel_std)
+    refined, cut, matches = _refine(shares, images, members, win, pixel_std)
     if refined.sum() >= min_size and refined.sum() <= n - min_size:
         members = refined
     score, win, conc, b_class, b_data, evidence, constancy, distinct = _evidence_for(
@@ -198,7 +202,7 @@ def class_evidence(
         dataset_baseline=b_data, relevance_evidence=evidence, pattern_constancy=constancy,
         pattern_distinctiveness=distinct,
         mislabel_fraction=float(flags[members].mean()), score=score,
-        members=np.flatnonzero(members).tolist(),
+        members=np.flatnonzero(members).tolist(), carriers=np.flatnonzero(matches | members).tolist(),
     )
 
 
@@ -229,29 +233,32 @@ def _evidence_for(shares, images, members, b_data_all, window, pixel_std, flags,
             constancy, distinct)
 
 
-def _refine(shares, images, members, win, pixel_std) -> tuple[np.ndarray, float]:
-    """Class members carrying the group's pattern in ``win`` with more than baseline relevance there,
-    and the distance cut that decides "carrying"."""
+def _refine(shares, images, members, win, pixel_std) -> tuple[np.ndarray, float, np.ndarray]:
+    """(class members carrying the group's pattern in ``win`` with more than baseline relevance there,
+    the distance cut that decides "carrying", all class members carrying the pattern)."""
     weights = shares[members].mean(0)[win[0]:win[2], win[1]:win[3]]
     median, wk = _pattern(images[members], weights, win, pixel_std)
     dist = _distances(images, median, wk, win, pixel_std)
     cut = _largest_log_gap(dist, np.median(dist[members]), np.median(dist[~members]))
     matches = dist <= cut
     if matches.all():
-        return matches, cut
+        return matches, cut, matches
     share = sample_window_share(shares, win)
-    return matches & (share > share[~matches].mean()), cut
+    return matches & (share > share[~matches].mean()), cut, matches
 
 
-def pattern_carriers(shares: np.ndarray, images: np.ndarray, evidence: ClusterEvidence,
-                     pixel_std: float) -> np.ndarray:
-    """Samples (of any class) carrying the candidate's pattern, with its relevance share in the
-    window above the candidate's class baseline: the model relies on the pattern for them too."""
+def pattern_carriers(images: np.ndarray, evidence: ClusterEvidence, pixel_std: float,
+                     shares: np.ndarray | None = None) -> np.ndarray:
+    """Samples whose input carries the candidate's pattern (distance below its cut); with
+    ``shares``, only those whose relevance share in the window also exceeds the candidate's
+    class baseline (the model relies on the pattern for them too)."""
     win = evidence.window
     median = np.asarray(evidence.pattern, dtype=np.float64)
     wk = np.asarray(evidence.pattern_weights, dtype=np.float64)
-    dist = _distances(images, median, wk, win, pixel_std)
-    return (dist <= evidence.pattern_cut) & (sample_window_share(shares, win) > evidence.baseline)
+    carries = _distances(images, median, wk, win, pixel_std) <= evidence.pattern_cut
+    if shares is not None:
+        carries &= sample_window_share(shares, win) > evidence.baseline
+    return carries
 
 
 def sample_artifact_scores(shares: np.ndarray, images: np.ndarray, evidence: ClusterEvidence,

@@ -5,6 +5,11 @@ eigengap candidate k is clustered several times (k-means on the first k eigenvec
 different seeds) and the k whose partitions agree best (mean pairwise adjusted Rand
 index) wins; then clusters whose mean feature vectors are nearly parallel (cosine ≥
 ``merge_cosine``) are merged, since they express the same strategy.
+
+Above :data:`SAMPLE_LIMIT` samples each k-means run is fitted (Lloyd, several restarts)
+on a uniform sample of :data:`SAMPLE_LIMIT` rows and then refined by a few Lloyd
+iterations over all rows started from the sample's centres: the restarts, which dominate
+k-means' cost, run on the sample, and every row is still assigned by the full data.
 """
 from __future__ import annotations
 
@@ -22,10 +27,19 @@ class Clustering:
     by_resolution: dict[int, np.ndarray]   # k → k-means labels at every k in 2..max_k (multi-resolution view)
 
 
+SAMPLE_LIMIT = 50_000    # above this many samples, k-means restarts run on a sample of this size
+REFINE_ITERATIONS = 20   # full-data Lloyd iterations after the sample fit
+
+
 def _kmeans(points: np.ndarray, k: int, seed: int) -> np.ndarray:
     from sklearn.cluster import KMeans
 
-    return KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(points)
+    if len(points) <= SAMPLE_LIMIT:
+        return KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(points)
+    sample = np.random.default_rng(seed).choice(len(points), SAMPLE_LIMIT, replace=False)
+    centres = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(points[sample]).cluster_centers_
+    return KMeans(n_clusters=k, init=centres, n_init=1, max_iter=REFINE_ITERATIONS,
+                  random_state=seed).fit_predict(points)
 
 
 def _relabel_by_size(labels: np.ndarray) -> np.ndarray:
@@ -36,14 +50,37 @@ def _relabel_by_size(labels: np.ndarray) -> np.ndarray:
     return mapping[labels]
 
 
-def merge_parallel_clusters(features: np.ndarray, labels: np.ndarray, merge_cosine: float) -> np.ndarray:
-    """Greedily merge the most similar pair of clusters while their centroid cosine ≥ merge_cosine."""
+def cluster_sums(features: np.ndarray, labels: np.ndarray, rows: int = 65_536) -> np.ndarray:
+    """(labels.max() + 1, D) float64 sum of the feature rows per label, in row chunks (no copies of clusters)."""
+    from scipy import sparse
+
+    n_labels = int(labels.max()) + 1
+    sums = np.zeros((n_labels, features.shape[1]), np.float64)
+    for start in range(0, len(labels), rows):
+        part = labels[start:start + rows]
+        onehot = sparse.csr_matrix((np.ones(len(part)), (part, np.arange(len(part)))), shape=(n_labels, len(part)))
+        sums += onehot @ np.asarray(features[start:start + rows], dtype=np.float64)
+    return sums
+
+
+def merge_parallel_clusters(features: np.ndarray, labels: np.ndarray, merge_cosine: float,
+                            reduction=None) -> np.ndarray:
+    """Greedily merge the most similar pair of clusters while their centroid cosine ≥ merge_cosine.
+
+    ``reduction``: if ``features`` are coordinates of a :class:`~spray.reduction.LinearReduction`,
+    centroids are lifted back to the original space before comparing (PCA coordinates are
+    centred, so their cosines are not those of the features).
+    """
     labels = labels.copy()
+    sums = cluster_sums(features, labels)
+    counts = np.bincount(labels, minlength=len(sums)).astype(np.float64)
     while True:
-        ids = np.unique(labels)
+        ids = np.flatnonzero(counts)
         if len(ids) < 2:
             return labels
-        centroids = np.stack([features[labels == c].mean(0) for c in ids])
+        centroids = sums[ids] / counts[ids, None]
+        if reduction is not None:
+            centroids = reduction.inverse_transform(centroids)
         norms = np.linalg.norm(centroids, axis=1, keepdims=True)
         unit = centroids / np.maximum(norms, 1e-12)
         sim = unit @ unit.T
@@ -51,17 +88,22 @@ def merge_parallel_clusters(features: np.ndarray, labels: np.ndarray, merge_cosi
         i, j = np.unravel_index(np.argmax(sim), sim.shape)
         if sim[i, j] < merge_cosine:
             return labels
-        labels[labels == ids[j]] = ids[i]
+        a, b = ids[i], ids[j]
+        labels[labels == b] = a
+        sums[a] += sums[b]
+        counts[a] += counts[b]
+        sums[b], counts[b] = 0.0, 0.0
 
 
 def cluster_embedding(
     embedding: np.ndarray, candidates: list[int], features: np.ndarray, *, seed: int = 0,
-    repeats: int = 4, merge_cosine: float = 0.95, max_k: int | None = None,
+    repeats: int = 4, merge_cosine: float = 0.95, max_k: int | None = None, reduction=None,
 ) -> Clustering:
     """Pick k among ``candidates`` by stability, cluster, merge near-parallel clusters.
 
     embedding: (N, >= max(candidates)) spectral coordinates, trivial eigenvector first.
-    features: (N, D) the normalized features (for merging by centroid direction).
+    features: (N, D) the normalized features (for merging by centroid direction), or their
+    coordinates under ``reduction`` (a :class:`~spray.reduction.LinearReduction`).
     Also returns the k-means partition at every k in 2..max_k (default: the embedding's
     width), which downstream evidence searches use as a multi-resolution view.
     """
@@ -85,6 +127,6 @@ def cluster_embedding(
         return Clustering(labels=np.zeros(n, dtype=np.int64), n_clusters=1, k_chosen=1, stability=1.0,
                           by_resolution=by_resolution)
     k, stability, labels = best
-    merged = _relabel_by_size(merge_parallel_clusters(features, labels, merge_cosine))
+    merged = _relabel_by_size(merge_parallel_clusters(features, labels, merge_cosine, reduction))
     return Clustering(labels=merged, n_clusters=int(merged.max()) + 1, k_chosen=k, stability=stability,
                       by_resolution=by_resolution)

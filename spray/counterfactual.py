@@ -11,7 +11,8 @@ mistaken for a shortcut. The effect is the paired difference, per recipient imag
     e_i = p_k(x_i with a member's patch) − p_k(x_i with a class-mate's patch),
 
 reported as its mean with a bootstrap 95% interval. The candidate is *confirmed* when the
-interval's lower end exceeds ``min_effect`` (default 0.05: five points of probability).
+interval's lower end exceeds ``min_effect`` (default 0.03: three points of probability; on the
+embedded digits, natural sub-strategies stayed at or below 0.02, a learned tag reached 0.04-0.28).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-MIN_EFFECT = 0.05
+MIN_EFFECT = 0.03
 
 
 @dataclass

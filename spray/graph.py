@@ -1,32 +1,56 @@
-"""A sparse k-nearest-neighbour graph of the features, shared by the spectral embedding and UMAP."""
+"""A sparse k-nearest-neighbour graph of the features, shared by the spectral embedding and UMAP.
+
+The search is chosen by the number of samples N and the width D of the features:
+
+- N ≤ :data:`EXACT_LIMIT`: exact search (scikit-learn) on the features as given.
+- N > :data:`EXACT_LIMIT`: NN-descent (pynndescent, Dong et al. 2011) with the tuned
+  :data:`NNDESCENT` settings; features wider than :data:`REDUCE_ABOVE_DIMS` are first
+  projected on their :data:`REDUCED_DIMS` principal components (:mod:`spray.reduction`),
+  since NN-descent's cost is dominated by distance evaluations in D dimensions.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 
-EXACT_LIMIT = 20_000  # below this many samples the exact search is as fast as NN-descent
+from .reduction import LinearReduction, pca_reduce
+
+EXACT_LIMIT = 20_000      # below this many samples the exact search is as fast as NN-descent
+REDUCE_ABOVE_DIMS = 64    # above EXACT_LIMIT samples, wider features are PCA-reduced before the search
+REDUCED_DIMS = 48         # principal components kept (≈98% variance, ≈90% of exact 10-NN on pooled heatmaps)
+# Fewer trees and iterations than pynndescent's defaults (12 trees, log2 N iterations): same
+# 15-NN recall (0.993 vs 0.994) on 10^5 reduced heatmaps at a third of the time.
+NNDESCENT = {"n_trees": 8, "n_iters": 8, "low_memory": True}
 
 
 @dataclass
 class KnnGraph:
-    """``indices[i]`` are the k nearest neighbours of sample i (itself first), with ``distances``."""
+    """``indices[i]`` are the k nearest neighbours of sample i (itself first), with ``distances``.
+
+    ``reduction`` is the PCA the distances were measured in, or None for the features as given.
+    """
 
     indices: np.ndarray
     distances: np.ndarray
+    reduction: LinearReduction | None = None
 
     @property
     def n_neighbors(self) -> int:
         return self.indices.shape[1]
 
 
-def knn_graph(features: np.ndarray, n_neighbors: int, seed: int = 0) -> KnnGraph:
-    """Euclidean kNN graph; exact below :data:`EXACT_LIMIT` samples, pynndescent above.
+def knn_graph(features: np.ndarray, n_neighbors: int, seed: int = 0, *,
+              reduce_to: int | None = REDUCED_DIMS) -> KnnGraph:
+    """Euclidean kNN graph; exact below :data:`EXACT_LIMIT` samples, NN-descent above.
 
     ``n_neighbors`` counts the sample itself (UMAP's convention), clipped to N.
+    ``reduce_to``: principal components searched in when N > EXACT_LIMIT and
+    D > REDUCE_ABOVE_DIMS (None: never reduce).
     """
     n = len(features)
     k = max(2, min(n_neighbors, n))
+    reduction = None
     if n <= EXACT_LIMIT:
         from sklearn.neighbors import NearestNeighbors
 
@@ -34,25 +58,29 @@ def knn_graph(features: np.ndarray, n_neighbors: int, seed: int = 0) -> KnnGraph
     else:
         from pynndescent import NNDescent
 
-        index = NNDescent(features, n_neighbors=k, random_state=seed, low_memory=True)
+        if reduce_to is not None and features.shape[1] > REDUCE_ABOVE_DIMS:
+            features, reduction = pca_reduce(features, reduce_to)
+        index = NNDescent(np.asarray(features, dtype=np.float32), n_neighbors=k, random_state=seed, **NNDESCENT)
         idx, dist = index.neighbor_graph
-    return KnnGraph(indices=idx.astype(np.int64), distances=dist.astype(np.float32))
+    return KnnGraph(indices=idx.astype(np.int64), distances=dist.astype(np.float32), reduction=reduction)
 
 
 def affinity_matrix(graph: KnnGraph):
     """Symmetric sparse affinities with a self-tuning Gaussian kernel (Zelnik-Manor & Perona).
 
     a_ij = exp(-d_ij^2 / (s_i s_j)), s_i the distance to i's median neighbour; the kNN
-    relation is symmetrized by max. Self-loops are dropped.
+    relation is symmetrized by max. Self-loops (and neighbours NN-descent left unfilled,
+    index -1) are dropped. float32, ~(k-1)·N·1.3 stored entries.
     """
     from scipy import sparse
 
     n, k = graph.indices.shape
-    scale = np.maximum(np.median(graph.distances[:, 1:], axis=1), 1e-8)
-    rows = np.repeat(np.arange(n), k)
+    dist = graph.distances.astype(np.float32)
+    scale = np.maximum(np.median(dist[:, 1:], axis=1), np.float32(1e-8))
+    rows = np.repeat(np.arange(n, dtype=np.int64), k)
     cols = graph.indices.ravel()
-    d = graph.distances.ravel()
-    weights = np.exp(-(d ** 2) / (scale[rows] * scale[cols]))
-    keep = rows != cols
-    a = sparse.csr_matrix((weights[keep], (rows[keep], cols[keep])), shape=(n, n))
+    keep = (rows != cols) & (cols >= 0)
+    rows, cols = rows[keep], cols[keep]
+    weights = np.exp(-(dist.ravel()[keep] ** 2) / (scale[rows] * scale[cols]))
+    a = sparse.csr_matrix((weights, (rows, cols)), shape=(n, n))
     return a.maximum(a.T).tocsr()
