@@ -115,6 +115,7 @@ def stage_train(config: AuditConfig, paths: AuditPaths, markers, quiet: bool) ->
         model, images, labels, config.training, device=device, recorder=recorder,
         test_images=test["images"], test_labels=test["labels"], progress=not quiet,
     )
+    recorder.flush()  # the trajectory is on disk before the stage counts as done
     save_checkpoint(result.model, paths.model)
     update_manifest(paths.run, model={
         "factory": MODEL_FACTORY, "kwargs": _model_kwargs(images, info), "checkpoint": MODEL_FILE,

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from spray.dynamics import DynamicsRecorder
+from spray.dynamics import recorder as recorder_module
 from spray.dynamics.trajectory import MISSING
 
 
@@ -93,10 +94,29 @@ def test_logits_that_require_grad_are_detached():
     logits = model(torch.randn(5, 4))
     rec = DynamicsRecorder(num_samples=5, num_classes=3)
     rec.update(torch.arange(5), logits, torch.zeros(5, dtype=torch.long))
-    assert not rec._observations.requires_grad
     logits.sum().backward()  # the recorder kept no part of the graph alive or modified
     rec.end_epoch()
     assert rec.trajectory.observed.all()
+
+
+def test_inputs_modified_in_place_after_update_do_not_change_the_record():
+    rec = DynamicsRecorder(num_samples=3, num_classes=3)
+    idx, labels = torch.tensor([0, 1]), torch.tensor([0, 0])
+    logits = logits_with_margin([1.0, 2.0], labels)
+    rec.update(idx, logits, labels)
+    idx.fill_(2), labels.fill_(1), logits.fill_(-5.0)  # a loop reusing its buffers for the next batch
+    traj = one_epoch(rec, [])
+    np.testing.assert_array_equal(traj.margin[0][:2].astype(np.float32), [1.0, 2.0])
+    np.testing.assert_array_equal(traj.correct[0], [1, 1, MISSING])
+
+
+def test_batches_beyond_the_pending_chunk_are_folded_in_update_order(monkeypatch):
+    monkeypatch.setattr(recorder_module, "CHUNK_ELEMENTS", 6)  # fold after every second 1-row batch of K=3
+    rec = DynamicsRecorder(num_samples=2, num_classes=3)
+    for margin in (1.0, -1.0, 2.0, -3.0, 0.5):  # sample 0 observed five times; the last one wins
+        rec.update(torch.tensor([0]), logits_with_margin([margin], [0]), torch.tensor([0]))
+    traj = one_epoch(rec, [([1], logits_with_margin([-2.0], [2]), [2])])
+    np.testing.assert_array_equal(traj.margin[0].astype(np.float32), [0.5, -2.0])
 
 
 def test_half_precision_logits_are_computed_in_float32():

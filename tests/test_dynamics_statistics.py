@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 import torch
 
-from spray.dynamics import DynamicsRecorder, statistics_from_trajectory
+from spray.dynamics import DynamicsRecorder, load_trajectory, statistics_from_trajectory
 
 K = 3
 NAN = None  # a sample not observed in an epoch
@@ -18,6 +18,13 @@ NAN = None  # a sample not observed in an epoch
 def prob_of(margin):
     """Given-label probability of logits (margin, 0, 0), at the float16 storage precision."""
     return float(np.float16(math.exp(margin) / (math.exp(margin) + K - 1)))
+
+
+def logits_with(margins, labels):
+    """(B, K) logits whose given-label logit is the margin and all others 0."""
+    z = torch.zeros(len(margins), K)
+    z[torch.arange(len(margins)), torch.as_tensor(labels)] = torch.tensor(margins)
+    return z
 
 
 def record(margins_by_epoch, seed=0):
@@ -170,3 +177,77 @@ def test_statistics_before_any_epoch_are_all_missing():
     table = DynamicsRecorder(num_samples=3, num_classes=2).statistics()
     assert table.num_rows == 3 and np.isnan(column(table, "aum")).all()
     assert column(table, "forgetting_events").tolist() == [-1, -1, -1]
+
+
+def softmax_given(logits, label):
+    """Given-label probability of one row of logits, at the float16 storage precision."""
+    e = np.exp(np.asarray(logits, dtype=np.float64))
+    return float(np.float16(e[label] / e.sum()))
+
+
+def test_repeated_and_out_of_order_ids_count_only_the_last_observation_of_each_epoch():
+    rec = DynamicsRecorder(num_samples=3, num_classes=K)
+    # epoch 0: sample 2 seen three times (last: margin -1), sample 0 twice across batches (last: +2)
+    rec.update(torch.tensor([2, 0, 2]), logits_with([3.0, -3.0, 5.0], [0, 0, 0]), torch.tensor([0, 0, 0]))
+    rec.update(torch.tensor([1, 2, 0]), logits_with([0.5, -1.0, 2.0], [1, 0, 0]), torch.tensor([1, 0, 0]))
+    rec.end_epoch()
+    # epoch 1: ids in reverse order, sample 1 twice in one batch (last: margin -2)
+    rec.update(torch.tensor([2, 1, 1, 0]), logits_with([1.0, 4.0, -2.0, -1.0], [0, 1, 1, 0]),
+               torch.tensor([0, 1, 1, 0]))
+    rec.end_epoch()
+    table = rec.statistics()
+    # kept margins: sample 0: +2, -1; sample 1: +0.5, -2; sample 2: -1, +1
+    np.testing.assert_allclose(column(table, "aum"), [0.5, -0.75, 0.0])
+    np.testing.assert_allclose(column(table, "correctness"), [0.5, 0.5, 0.5])
+    assert column(table, "forgetting_events").tolist() == [1, 1, 0]
+    assert column(table, "first_learned_epoch").tolist() == [0, 0, 1]
+    np.testing.assert_allclose(column(table, "confidence"), [np.mean([prob_of(2.0), prob_of(-1.0)]),
+                                                             np.mean([prob_of(0.5), prob_of(-2.0)]),
+                                                             np.mean([prob_of(-1.0), prob_of(1.0)])], atol=1e-6)
+    assert column(table, "observed_epochs").tolist() == [2, 2, 2]
+
+
+def test_ties_are_not_correct_but_a_tie_among_the_other_classes_is():
+    rec = DynamicsRecorder(num_samples=3, num_classes=K)
+    logits = torch.tensor([[1.0, 1.0, 0.0],    # given 0 ties with class 1: margin 0, not correct
+                           [2.0, 1.0, 1.0],    # given 0 beats the tied others: margin 1, correct
+                           [0.0, 0.0, 0.0]])   # all equal: margin 0, not correct
+    y = torch.tensor([0, 0, 2])
+    for _ in range(2):
+        rec.update(torch.arange(3), logits, y)
+        rec.end_epoch()
+    table = rec.statistics()
+    assert column(table, "aum").tolist() == [0.0, 1.0, 0.0]
+    assert column(table, "correctness").tolist() == [0.0, 1.0, 0.0]
+    assert column(table, "forgetting_events").tolist() == [2, 0, 2]  # never learned: E = 2
+    assert column(table, "first_learned_epoch").tolist() == [-1, 0, -1]
+    expected_conf = [softmax_given([1, 1, 0], 0), softmax_given([2, 1, 1], 0), softmax_given([0, 0, 0], 2)]
+    np.testing.assert_allclose(column(table, "confidence"), expected_conf, atol=1e-6)
+    np.testing.assert_allclose(column(table, "variability"), 0.0, atol=1e-7)
+    assert column(table, "mislabel_suspect").tolist() == [True, False, True]  # AUM <= 0
+
+
+def test_restart_mid_epoch_forgets_the_unclosed_epoch_and_gives_hand_computed_statistics(tmp_path):
+    labels = torch.tensor([0, 1, 2, 0])
+    first = DynamicsRecorder(num_samples=4, num_classes=K, store=tmp_path)
+    order = torch.tensor([3, 1, 0, 2])
+    first.update(order, logits_with([1.0, -1.0, 2.0, -2.0], labels[order]), labels[order])
+    first.end_epoch()  # epoch 0, persisted: margins 2, -1, -2, 1
+    first.update(torch.tensor([0, 1]), logits_with([-9.0, 9.0], labels[:2]), labels[:2])  # crash before end_epoch
+    del first
+
+    resumed = DynamicsRecorder(num_samples=4, num_classes=K, store=tmp_path)
+    assert resumed.num_epochs == 1
+    order = torch.tensor([2, 0])
+    resumed.update(order, logits_with([3.0, 1.0], labels[order]), labels[order])
+    resumed.update(torch.tensor([1]), logits_with([1.0], labels[1:2]), labels[1:2])
+    resumed.end_epoch()  # epoch 1 redone: margins 1, 1, 3, unseen
+    table = statistics_from_trajectory(load_trajectory(tmp_path))
+    np.testing.assert_allclose(column(table, "aum"), [1.5, 0.0, 0.5, 1.0])
+    np.testing.assert_allclose(column(table, "correctness"), [1.0, 0.5, 0.5, 1.0])
+    assert column(table, "first_learned_epoch").tolist() == [0, 1, 1, 0]
+    assert column(table, "forgetting_events").tolist() == [0, 0, 0, 0]
+    assert column(table, "observed_epochs").tolist() == [2, 2, 2, 1]
+    np.testing.assert_allclose(column(table, "variability"),
+                               [np.std([prob_of(2.0), prob_of(1.0)]), np.std([prob_of(-1.0), prob_of(1.0)]),
+                                np.std([prob_of(-2.0), prob_of(3.0)]), 0.0], atol=1e-6)

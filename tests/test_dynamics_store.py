@@ -44,8 +44,8 @@ def assert_tables_equal(a, b):
 
 
 def test_each_closed_epoch_is_one_file_in_the_run_directory(tmp_path):
-    rec = DynamicsRecorder(N, K, store=tmp_path)
-    train(rec, [0, 1, 2])
+    with DynamicsRecorder(N, K, store=tmp_path) as rec:
+        train(rec, [0, 1, 2])
     assert sorted(p.name for p in (tmp_path / "dynamics").iterdir()) == [
         "epoch-00000.npz", "epoch-00001.npz", "epoch-00002.npz"]
 
@@ -55,6 +55,7 @@ def test_epoch_file_costs_about_five_bytes_per_sample(tmp_path):
     rec = DynamicsRecorder(n, 10, store=tmp_path)
     rec.update(torch.arange(n), torch.randn(n, 10), torch.randint(0, 10, (n,)))
     rec.end_epoch()
+    rec.flush()
     size = epoch_path(tmp_path, 0).stat().st_size
     assert size <= 5 * n + 2048
     assert size / n < 5.02
@@ -95,7 +96,8 @@ def test_load_resumes_with_sizes_read_from_the_store(tmp_path):
 
 
 def test_another_process_appends_to_the_same_store(tmp_path):
-    train(DynamicsRecorder(N, K, store=tmp_path), [0])
+    with DynamicsRecorder(N, K, store=tmp_path) as rec:  # flushed before another process reads
+        train(rec, [0])
     script = (
         "import torch\nfrom spray.dynamics import DynamicsRecorder\n"
         f"rec = DynamicsRecorder.load({str(tmp_path)!r})\n"
@@ -124,7 +126,8 @@ def test_a_store_of_another_shape_is_rejected(tmp_path):
 
 
 def test_a_gap_in_the_stored_epochs_is_an_error(tmp_path):
-    train(DynamicsRecorder(N, K, store=tmp_path), [0, 1, 2])
+    with DynamicsRecorder(N, K, store=tmp_path) as rec:
+        train(rec, [0, 1, 2])
     epoch_path(tmp_path, 1).unlink()
     with pytest.raises(ValueError, match="epoch 1 is missing"):
         load_trajectory(tmp_path)
@@ -135,3 +138,32 @@ def test_loading_a_store_without_epochs_raises_file_not_found(tmp_path):
         load_trajectory(tmp_path)
     with pytest.raises(FileNotFoundError):
         DynamicsRecorder.load(tmp_path)
+
+
+def test_readers_in_the_same_process_see_every_closed_epoch_without_a_flush(tmp_path):
+    rec = DynamicsRecorder(N, K, store=tmp_path)
+    for epochs in ([0], [1, 2]):
+        train(rec, epochs)
+        assert load_trajectory(tmp_path).num_epochs == rec.num_epochs
+    assert DynamicsRecorder.load(tmp_path).num_epochs == 3
+
+
+def test_a_failed_write_is_raised_by_the_next_epoch_and_later_epochs_are_not_stored(tmp_path, monkeypatch):
+    import spray.dynamics.trajectory_store as store_module
+
+    real_write = store_module._write_file
+
+    def fail_on_epoch_1(path, epoch, record, num_classes):
+        if epoch == 1:
+            raise OSError(28, "No space left on device")
+        return real_write(path, epoch, record, num_classes)
+
+    monkeypatch.setattr(store_module, "_write_file", fail_on_epoch_1)
+    rec = DynamicsRecorder(N, K, store=tmp_path)
+    train(rec, [0, 1])
+    with pytest.raises(OSError, match="No space left"):
+        rec.flush()
+    with pytest.raises(OSError, match="epochs from the failed one on are not stored"):
+        train(rec, [2])
+    assert rec.num_epochs == 3  # closed in memory all the same
+    assert load_trajectory(tmp_path).num_epochs == 1  # contiguous: epoch 2 was not written after the gap

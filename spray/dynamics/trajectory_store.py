@@ -87,19 +87,27 @@ def _fsync_directory(directory: Path) -> None:
 
 _lock = threading.Lock()
 _executor: ThreadPoolExecutor | None = None
-_executor_pid = -1
 _in_flight: dict[Path, set[Future]] = {}  # resolved run directory -> its writes not yet finished
+
+
+def _forget_parent_writer() -> None:
+    """In a forked child: the parent's writer thread and its lock holder do not exist here."""
+    global _lock, _executor
+    _lock, _executor = threading.Lock(), None
+    _in_flight.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_parent_writer)
 
 
 def _submit(store: Path, fn, *args) -> Future:
     """Run ``fn(*args)`` on the process-wide writer thread, registered as in flight for ``store``."""
-    global _executor, _executor_pid
+    global _executor
     key = store.resolve()
     with _lock:
-        if _executor is None or _executor_pid != os.getpid():  # a forked child has no writer thread
+        if _executor is None:
             _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="unhans-dynamics-writer")
-            _executor_pid = os.getpid()
-            _in_flight.clear()
         future = _executor.submit(fn, *args)
         _in_flight.setdefault(key, set()).add(future)
 
