@@ -2,8 +2,9 @@
 
 A composite maps every layer of the model to a rule from :mod:`explainers.rules`. All built-in
 composites share the base map of zennit: average pooling → Norm, element-wise activations and
-BatchNorms not folded by a canonizer → Pass, ReLU, max pooling (winner takes all), Flatten,
-Dropout (eval) and Identity → their plain gradient. They differ in the affine layers:
+BatchNorms not folded by a canonizer → Pass, max pooling → winner takes all (its gradient,
+computed without keeping indices), ReLU, Flatten, Dropout (eval) and Identity → their plain
+gradient. They differ in the affine layers:
 
 ========================== ==================== ============== ===========
 name                       first Linear/Conv    convolutions   nn.Linear
@@ -13,9 +14,10 @@ epsilon_gamma_box          z^B (low, high)      γ              ε
 epsilon_alpha2_beta1_flat  Flat                 α2β1           ε
 ========================== ==================== ============== ===========
 
-The first layer is the first Linear/Conv in module registration order (as in zennit); it must
-be the layer that reads the input. (zennit's ``EpsilonGammaBox`` gives z^B to the first
-*convolution* only; here the first Linear gets it too.)
+The first layer is the first Linear/Conv to run, read from the data flow (:mod:`.dataflow`);
+zennit takes the first in registration order, the same layer in sequential models. (zennit's
+``EpsilonGammaBox`` gives z^B to the first *convolution* only; here the first Linear gets it too.)
+Sigmoids that gate features (squeeze-excitation) get the Gate rule: a constant weight.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ from typing import Callable
 
 from torch import Tensor, nn
 
-from . import rules
-from .support import ACTIVATIONS, AFFINE, AVG_POOL, BATCH_NORM
+from . import parameter_free_rules, rules
+from .support import ACTIVATIONS, AFFINE, AVG_POOL, BATCH_NORM, MAX_POOL
 
 RuleFactory = Callable[[nn.Module], nn.Module]
 
@@ -41,43 +43,51 @@ class Composite:
     linear: RuleFactory
     stabilizer: float = 1e-6
 
-    def rule(self, module: nn.Module, is_first: bool) -> nn.Module | None:
+    def rule(self, module: nn.Module, is_first: bool, is_gate: bool = False) -> nn.Module | None:
         """The rule module replacing ``module``, or ``None`` to keep it (plain gradient)."""
+        if is_gate:
+            return parameter_free_rules.Gate(module)
         if isinstance(module, AFFINE):
             if is_first:
                 return self.first(module)
             return self.linear(module) if isinstance(module, nn.Linear) else self.convolution(module)
         if isinstance(module, AVG_POOL):
-            return rules.Norm(module, self.stabilizer)
+            return parameter_free_rules.Norm(module, self.stabilizer)
+        if isinstance(module, MAX_POOL) and not module.return_indices:
+            return parameter_free_rules.WinnerTakesAll(module)
         if isinstance(module, ACTIVATIONS + BATCH_NORM):
-            return rules.Pass(module)
+            return parameter_free_rules.Pass(module)
         return None
 
-    def apply(self, model: nn.Module) -> nn.Module | None:
+    def apply(
+        self, model: nn.Module, first: nn.Module | None, gates: list[nn.Module], relu_fed: list[nn.Module] = ()
+    ) -> nn.Module | None:
         """Replace, in place, every layer of ``model`` that has a rule by its rule module.
 
-        Returns the rule of the first affine layer (``None`` if there is none). Shared
-        modules get one rule; in-place activations are made out-of-place (rule outputs
-        must not be overwritten).
+        ``first`` is the first layer, ``gates`` the gate activations and ``relu_fed`` the
+        affine layers read only by a ReLU, all from the data flow (:class:`.dataflow.DataFlow`).
+        Returns the first layer's rule (``None`` without affine layers). Shared modules get one
+        rule. Modules wrapped by a rule run without gradient inside it, so they are made
+        out-of-place (an in-place activation would overwrite the rule's input).
         """
-        for module in model.modules():
-            if getattr(module, "inplace", False) is True:
-                module.inplace = False
+        gate_ids = {id(gate) for gate in gates}
+        relu_fed_ids = {id(layer) for layer in relu_fed}
         replacements: dict[int, nn.Module | None] = {}
-        first: nn.Module | None = None
         for path, module in list(model.named_modules(remove_duplicate=False)):
             if not path:
                 continue
             if id(module) not in replacements:
-                is_first = first is None and isinstance(module, AFFINE)
-                replacements[id(module)] = self.rule(module, is_first)
-                if is_first:
-                    first = replacements[id(module)]
+                replacement = self.rule(module, module is first, id(module) in gate_ids)
+                if replacement is not None and getattr(module, "inplace", False) is True:
+                    module.inplace = False
+                if isinstance(replacement, rules.AffineRule):
+                    replacement.relu_fed = id(module) in relu_fed_ids
+                replacements[id(module)] = replacement
             replacement = replacements[id(module)]
             if replacement is not None:
                 parent, _, name = path.rpartition(".")
                 setattr(model.get_submodule(parent) if parent else model, name, replacement)
-        return first
+        return replacements.get(id(first)) if first is not None else None
 
 
 def epsilon_plus_flat(

@@ -1,12 +1,17 @@
 """Layer-wise Relevance Propagation with one forward and one backward pass.
 
-The model is rewritten once, at construction, into a private "LRP-ized" copy: BatchNorms are
-folded into the preceding affine layer (:mod:`.canonizers`) and every layer is replaced by the
-module of its rule (:mod:`.composites`, :mod:`.rules`). An explanation is then an ordinary
-autograd backward pass of the target logit through that copy (seed 003, Appendix B,
-Algorithm 8): relevance ``R = x ⊙ ∇̂f(x)``, or ``∇̂f(x)`` itself when the first layer's rule
-(Flat, z^B) already produces it. The output relevance is the explained logit
-(``one_hot(target) ⊙ logits``), so for a bias-free ReLU network ``Σ R = f_target(x)``.
+The model is deep-copied at construction (never modified) and checked for layers without an LRP
+rule. At the first explanation the copy is rewritten, once, into an "LRP-ized" model: the data
+flow of one sample is recorded (:mod:`.dataflow`), BatchNorms are folded into the affine layer
+they read (:mod:`.canonizers`) and every layer is replaced by the module of its rule
+(:mod:`.composites`, :mod:`.rules`). An explanation is then an ordinary autograd backward pass
+of the target logit through that copy (seed 003, Appendix B, Algorithm 8): relevance
+``R = x ⊙ ∇̂f(x)``, or ``∇̂f(x)`` itself when the first layer's rule (Flat, z^B) already produces
+it. The output relevance is the explained logit (``one_hot(target) ⊙ logits``), so for a
+bias-free ReLU network ``Σ R = f_target(x)``.
+
+On CPU, 4-d inputs of convolutional models run in the channels-last memory layout, which
+oneDNN convolves faster; results are returned in the layout of ``x``.
 """
 
 from __future__ import annotations
@@ -16,15 +21,12 @@ import threading
 import torch
 from torch import Tensor, nn
 
-from . import rules
 from .canonizers import fold_batch_norms
-from .composites import COMPOSITES, make_composite
-from .probe import probe
+from .composites import COMPOSITES, Composite, make_composite
+from .dataflow import trace
 from .snapshot import DeviceCopies, frozen_copy
-from .support import KNOWN_LAYERS, check_supported
+from .support import check_supported
 from .target import check_inputs, target_scores
-
-_TRUSTED = KNOWN_LAYERS + (rules.AffineRule, rules.Pass, rules.Norm)  # forwards the probe trusts
 
 
 class LRP:
@@ -53,8 +55,8 @@ class LRP:
     ------
     UnsupportedModelError
         At construction, if the model has modules without an LRP rule (listed with their paths);
-        at the first call, if its forward code applies operations without an LRP rule
-        (see :mod:`explainers.probe`).
+        at the first call, if its forward code applies operations without an LRP rule or its
+        first layer does not alone read the input (see :mod:`explainers.dataflow`).
     """
 
     def __init__(
@@ -78,42 +80,74 @@ class LRP:
             options.update(low=low, high=high, gamma=gamma)
         elif low is not None or high is not None:
             raise ValueError(f"low/high only apply to composite='epsilon_gamma_box', not {composite!r}")
-        rule_map = make_composite(composite, **options)
-        check_supported(model)
-        lrp_model = nn.Sequential(frozen_copy(model))  # a container, so the root can be replaced too
-        with torch.inference_mode(False):
-            self._folded = fold_batch_norms(lrp_model)
-        with torch.inference_mode(False), torch.no_grad():  # rules precompute modified weights
-            first = rule_map.apply(lrp_model)
         self.composite = composite
-        self._yields_relevance = bool(getattr(first, "yields_relevance", False))
-        self._copies = DeviceCopies(lrp_model)
-        self._probed = False
-        self._probe_lock = threading.Lock()
+        self._rule_map: Composite = make_composite(composite, **options)
+        check_supported(model)
+        self._model = nn.Sequential(frozen_copy(model))  # a container, so the root can be replaced too
+        self._copies: DeviceCopies | None = None  # the LRP-ized model, built at the first call
+        self._yields_relevance = False
+        self._channels_last = False
+        self._lock = threading.Lock()
 
     def __getstate__(self) -> dict:
-        return {key: value for key, value in self.__dict__.items() if key != "_probe_lock"}
+        return {key: value for key, value in self.__dict__.items() if key != "_lock"}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self._probe_lock = threading.Lock()
+        self._lock = threading.Lock()
 
-    def _check_forward_code(self, model: nn.Module, x: Tensor) -> None:
-        """Once: run the probe (see :mod:`.probe`) on the first sample the explainer sees."""
-        if self._probed or x.shape[0] == 0:
-            return
-        with self._probe_lock:
-            if not self._probed:
-                probe(model, x, _TRUSTED, self._folded)
-                self._probed = True
+    def _prepare(self, x: Tensor) -> DeviceCopies:
+        """Once, on the first sample seen: trace the data flow, fold BatchNorms, apply the rules."""
+        with self._lock:
+            if self._copies is not None:
+                return self._copies
+            model = self._model
+            if model is None:
+                raise RuntimeError("this explainer failed to prepare its LRP model earlier; build a new one")
+            placement = next((t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()), None)
+            sample = x[:1].detach()
+            if placement is not None:
+                sample = sample.to(device=placement.device, dtype=placement.dtype)
+            channels_last = (
+                x.ndim == 4 and x.device.type == "cpu" and any(isinstance(m, nn.Conv2d) for m in model.modules())
+            )
+            if channels_last:
+                try:
+                    flow = trace(model, sample.contiguous(memory_format=torch.channels_last))
+                except RuntimeError:  # e.g. forward code calling .view() on activations
+                    channels_last = False
+            if not channels_last:
+                flow = trace(model, sample)
+            try:  # from here on the private copy is rewritten: a failure leaves it unusable
+                with torch.inference_mode(False), torch.no_grad():
+                    fold_batch_norms(model, flow.folds)
+                    first = self._rule_map.apply(model, flow.first, flow.gates, flow.relu_fed)
+                    if channels_last:  # weights in the layout of the activations: no conversion per call
+                        model.to(memory_format=torch.channels_last)
+            except BaseException as error:
+                self._model = None
+                raise RuntimeError("preparing the LRP model failed; build a new explainer") from error
+            self._yields_relevance = bool(getattr(first, "yields_relevance", False))
+            self._channels_last = channels_last
+            self._copies = DeviceCopies(model)
+            return self._copies
 
     def __call__(self, x: Tensor, target: Tensor) -> Tensor:
         """Relevance of every input element for ``logits[b, target[b]]``; same shape, dtype, device as ``x``."""
         target = check_inputs(x, target)
-        model = self._copies.get(x)
-        self._check_forward_code(model, x)
+        if x.shape[0] == 0:
+            return torch.zeros_like(x)
+        model = (self._copies or self._prepare(x)).get(x)
         with torch.inference_mode(False), torch.enable_grad():
-            x_in = (x.clone() if x.is_inference() else x).detach().requires_grad_(True)
+            x_in = x.detach()
+            if self._channels_last and x.ndim == 4 and x.device.type == "cpu":
+                x_in = x_in.contiguous(memory_format=torch.channels_last)
+            if x_in.is_inference():  # created under torch.inference_mode: autograd needs a normal tensor
+                x_in = x_in.clone()
+            x_in = x_in.detach().requires_grad_(True)
             score = target_scores(model(x_in), target).sum()
             (grad,) = torch.autograd.grad(score, x_in, allow_unused=True, materialize_grads=True)
-        return grad if self._yields_relevance else x_in.detach() * grad
+        relevance = grad if self._yields_relevance else x_in.detach() * grad
+        if relevance.stride() != x.stride():
+            relevance = torch.empty_like(x).copy_(relevance)
+        return relevance

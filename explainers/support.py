@@ -3,7 +3,8 @@
 A model is supported when every module is either a *known layer* (below) or a *container*
 whose children are all supported. Containers are ``nn.Sequential``/``ModuleList``/
 ``ModuleDict`` and modules defined outside ``torch.nn`` without parameters of their own
-(their forward is assumed to only compose children). Anything else — attention, normalisation
+(their forward is assumed to only compose children; :mod:`.dataflow` checks what it computes),
+such as torchvision's ``SqueezeExcitation`` or DenseNet blocks. Anything else — attention, normalisation
 other than BatchNorm, recurrent layers, a custom module holding parameters, a subclass
 overriding ``forward`` — is reported, with its path, by :class:`UnsupportedModelError`
 instead of being explained by a silent fall back to the gradient.
@@ -29,12 +30,32 @@ ACTIVATIONS = (
 PASS_THROUGH = (
     nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
 )  # fmt: skip
+#: activations that can act as gates, ``features ⊙ gate(…)`` (squeeze-excitation); see :mod:`.dataflow`
+GATES = (nn.Sigmoid, nn.Hardsigmoid)
 KNOWN_LAYERS = AFFINE + BATCH_NORM + AVG_POOL + MAX_POOL + RELU + ACTIVATIONS + PASS_THROUGH
+#: layers of other libraries that are the identity in eval mode (named, so no import is needed)
+EVAL_IDENTITIES = {"torchvision.ops.stochastic_depth.StochasticDepth"}
 CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
+
+def _qualified_name(module: nn.Module) -> str:
+    return f"{type(module).__module__}.{type(module).__qualname__}"
+
+
+def is_pass_through(module: nn.Module) -> bool:
+    """Layers whose plain gradient is the LRP propagation and that leave values unchanged."""
+    return _known_base(module) in PASS_THROUGH or _qualified_name(module) in EVAL_IDENTITIES
+
+
+def known_layer(module: nn.Module) -> bool:
+    """``module`` is a layer the engine has a rule (or a plain-gradient treatment) for."""
+    return _known_base(module) is not None
 
 
 def _known_base(module: nn.Module) -> type | None:
     """The known layer type of ``module``, unless it is a subclass that overrides ``forward``."""
+    if _qualified_name(module) in EVAL_IDENTITIES:
+        return type(module)
     for base in KNOWN_LAYERS:
         if isinstance(module, base):
             return base if type(module).forward is base.forward else None

@@ -108,21 +108,28 @@ def cluster_embedding(
     width), which downstream evidence searches use as a multi-resolution view.
     """
     from sklearn.metrics import adjusted_rand_score
+    from threadpoolctl import threadpool_limits
 
     n = len(embedding)
     best = None
-    for k in candidates:
-        k = min(k, n)
-        if k < 2:
-            continue
-        points = embedding[:, 1:k] if k > 2 else embedding[:, 1:2]
-        runs = [_kmeans(points, k, seed + r) for r in range(repeats)]
-        scores = [adjusted_rand_score(runs[a], runs[b]) for a in range(repeats) for b in range(a + 1, repeats)]
-        stability = float(np.mean(scores)) if scores else 1.0
-        if best is None or stability > best[1] + 1e-9:
-            best = (k, stability, runs[0])
-    max_k = min(max_k or embedding.shape[1], n - 1, embedding.shape[1])
-    by_resolution = {k: _kmeans(embedding[:, 1:max(k, 2)], k, seed) for k in range(2, max_k + 1)}
+    first_runs = {}   # k → the seed-`seed` partition, shared with by_resolution
+    # k-means runs many short parallel loops: on a shared 2-core machine their OpenMP threads
+    # spin against other processes (40x slower, measured), while one thread loses at most 2x.
+    with threadpool_limits(1):
+        for k in candidates:
+            k = min(k, n)
+            if k < 2:
+                continue
+            points = embedding[:, 1:k] if k > 2 else embedding[:, 1:2]
+            runs = [_kmeans(points, k, seed + r) for r in range(repeats)]
+            first_runs[k] = runs[0]
+            scores = [adjusted_rand_score(runs[a], runs[b]) for a in range(repeats) for b in range(a + 1, repeats)]
+            stability = float(np.mean(scores)) if scores else 1.0
+            if best is None or stability > best[1] + 1e-9:
+                best = (k, stability, runs[0])
+        max_k = min(max_k or embedding.shape[1], n - 1, embedding.shape[1])
+        by_resolution = {k: first_runs[k] if k in first_runs else _kmeans(embedding[:, 1:max(k, 2)], k, seed)
+                         for k in range(2, max_k + 1)}
     if best is None:
         return Clustering(labels=np.zeros(n, dtype=np.int64), n_clusters=1, k_chosen=1, stability=1.0,
                           by_resolution=by_resolution)

@@ -3,10 +3,11 @@
 UMAP (McInnes et al. 2018) gets the graph as ``precomputed_knn``, so it never searches
 neighbours again. Its numba functions compile on the first call in a process and are
 reused by every later call (one class after another, one run after another in the same
-worker), so the JIT cost is paid once per process. Above :data:`LARGE_MAP` samples the
-layout starts from the spectral coordinates already computed for clustering (when given;
-UMAP's own spectral initialisation would solve another eigenproblem on the same graph)
-and runs :data:`LARGE_MAP_EPOCHS` epochs instead of UMAP's 200.
+worker), so the JIT cost is paid once per process. The layout can start from the spectral
+coordinates already computed for clustering (UMAP's own spectral initialisation would
+solve another eigenproblem on the same graph). Above :data:`LARGE_MAP` samples the
+SGD gets a fixed budget of sample-epochs, UMAP's 200 epochs at LARGE_MAP samples,
+but at least :data:`MIN_EPOCHS` (30 at 10^6): each epoch costs time linear in N.
 """
 from __future__ import annotations
 
@@ -17,7 +18,16 @@ import numpy as np
 from .graph import KnnGraph
 
 LARGE_MAP = 100_000        # samples above which the map is made cheaper per point
-LARGE_MAP_EPOCHS = 60      # SGD epochs above LARGE_MAP (cost is linear in epochs x edges)
+MIN_EPOCHS = 30            # fewest SGD epochs above LARGE_MAP
+
+
+def default_epochs(n: int) -> int | None:
+    """SGD epochs for n samples: 200 below 10 000, UMAP's own choice (200) up to LARGE_MAP, then fewer."""
+    if n < 10_000:
+        return 200
+    if n <= LARGE_MAP:
+        return None
+    return max(MIN_EPOCHS, round(200 * LARGE_MAP / n))
 
 
 def umap_map(features: np.ndarray, graph: KnnGraph, seed: int = 0, *,
@@ -25,21 +35,22 @@ def umap_map(features: np.ndarray, graph: KnnGraph, seed: int = 0, *,
     """(N, 2) UMAP coordinates of features (N, D) over ``graph``'s neighbours.
 
     ``spectral``: optional (N, ≥3) spectral embedding of the same graph (trivial column
-    first, as :func:`spray.spectral.spectral_embedding` returns it); columns 1-2 become
-    the initial layout above :data:`LARGE_MAP` samples. ``n_epochs`` overrides the
-    default epochs (200 below 10 000 samples, UMAP's choice up to LARGE_MAP, then
-    LARGE_MAP_EPOCHS).
+    first, as :func:`spray.spectral.spectral_embedding` returns it); its columns 1-2 are
+    the initial layout. Without it, UMAP computes its own spectral layout up to
+    :data:`LARGE_MAP` samples and starts from PCA above. ``n_epochs`` overrides
+    :func:`default_epochs`.
     """
     n = len(features)
     if n < 4:
         return np.zeros((n, 2), dtype=np.float32)
     import umap
 
-    init = "spectral" if n > 15 else "random"
-    if n > LARGE_MAP:
-        init = spectral[:, 1:3] if spectral is not None and spectral.shape[1] >= 3 else "pca"
+    if spectral is not None and spectral.shape[1] >= 3 and n > 15:
+        init = np.asarray(spectral[:, 1:3], dtype=np.float32)
+    else:
+        init = "pca" if n > LARGE_MAP else ("spectral" if n > 15 else "random")
     if n_epochs is None:
-        n_epochs = 200 if n < 10_000 else (LARGE_MAP_EPOCHS if n > LARGE_MAP else None)
+        n_epochs = default_epochs(n)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # n_jobs/random_state and small-data notices
         reducer = umap.UMAP(

@@ -3,10 +3,11 @@
 The search is chosen by the number of samples N and the width D of the features:
 
 - N ≤ :data:`EXACT_LIMIT`: exact search (scikit-learn) on the features as given.
-- N > :data:`EXACT_LIMIT`: NN-descent (pynndescent, Dong et al. 2011) with the tuned
-  :data:`NNDESCENT` settings; features wider than :data:`REDUCE_ABOVE_DIMS` are first
+- N > :data:`EXACT_LIMIT`: features wider than :data:`REDUCE_ABOVE_DIMS` are first
   projected on their :data:`REDUCED_DIMS` principal components (:mod:`spray.reduction`),
-  since NN-descent's cost is dominated by distance evaluations in D dimensions.
+  since the search's cost is dominated by distance evaluations in D dimensions; then
+  exact search up to :data:`EXACT_REDUCED_LIMIT` samples (no JIT compilation to pay),
+  NN-descent (pynndescent, Dong et al. 2011) with the tuned :data:`NNDESCENT` settings above.
 """
 from __future__ import annotations
 
@@ -16,11 +17,14 @@ import numpy as np
 
 from .reduction import LinearReduction, pca_reduce
 
-EXACT_LIMIT = 20_000      # below this many samples the exact search is as fast as NN-descent
-REDUCE_ABOVE_DIMS = 64    # above EXACT_LIMIT samples, wider features are PCA-reduced before the search
-REDUCED_DIMS = 48         # principal components kept (≈98% variance, ≈90% of exact 10-NN on pooled heatmaps)
+# Measured on the shared 2-core machine (load 4-7), synthetic pooled heatmaps (benchmarks/spray_scale.py):
+# exact search at 2·10^4 x 1024 dims takes ~25 s, PCA to 48 dims + exact search ~5 s, same SpRAy clusters.
+EXACT_LIMIT = 10_000          # up to here: exact search on the features as given (small groups are exact)
+REDUCE_ABOVE_DIMS = 64        # above EXACT_LIMIT samples, wider features are PCA-reduced before the search
+REDUCED_DIMS = 48             # principal components kept (≈98% variance, ≈90% of exact 10-NN on pooled heatmaps)
+EXACT_REDUCED_LIMIT = 40_000  # exact search in ≤ 64 dims up to here (5 s at 3·10^4); NN-descent's first call compiles ~40 s
 # Fewer trees and iterations than pynndescent's defaults (12 trees, log2 N iterations): same
-# 15-NN recall (0.993 vs 0.994) on 10^5 reduced heatmaps at a third of the time.
+# 15-NN recall (0.993 vs 0.994) on 10^5 reduced heatmaps in a third of the time (9 s vs 25 s).
 NNDESCENT = {"n_trees": 8, "n_iters": 8, "low_memory": True}
 
 
@@ -42,7 +46,7 @@ class KnnGraph:
 
 def knn_graph(features: np.ndarray, n_neighbors: int, seed: int = 0, *,
               reduce_to: int | None = REDUCED_DIMS) -> KnnGraph:
-    """Euclidean kNN graph; exact below :data:`EXACT_LIMIT` samples, NN-descent above.
+    """Euclidean kNN graph; exact below :data:`EXACT_REDUCED_LIMIT` samples, NN-descent above.
 
     ``n_neighbors`` counts the sample itself (UMAP's convention), clipped to N.
     ``reduce_to``: principal components searched in when N > EXACT_LIMIT and
@@ -51,15 +55,15 @@ def knn_graph(features: np.ndarray, n_neighbors: int, seed: int = 0, *,
     n = len(features)
     k = max(2, min(n_neighbors, n))
     reduction = None
-    if n <= EXACT_LIMIT:
+    if n > EXACT_LIMIT and reduce_to is not None and features.shape[1] > REDUCE_ABOVE_DIMS:
+        features, reduction = pca_reduce(features, reduce_to)
+    if n <= EXACT_LIMIT or (n <= EXACT_REDUCED_LIMIT and features.shape[1] <= REDUCE_ABOVE_DIMS):
         from sklearn.neighbors import NearestNeighbors
 
         dist, idx = NearestNeighbors(n_neighbors=k).fit(features).kneighbors(features)
     else:
         from pynndescent import NNDescent
 
-        if reduce_to is not None and features.shape[1] > REDUCE_ABOVE_DIMS:
-            features, reduction = pca_reduce(features, reduce_to)
         index = NNDescent(np.asarray(features, dtype=np.float32), n_neighbors=k, random_state=seed, **NNDESCENT)
         idx, dist = index.neighbor_graph
     return KnnGraph(indices=idx.astype(np.int64), distances=dist.astype(np.float32), reduction=reduction)

@@ -347,31 +347,85 @@ def test_residual_additions_and_linear_functional_code_are_supported_and_conserv
     assert torch.allclose(relevance.sum((1, 2, 3)), logit, rtol=1e-2, atol=1e-6)
 
 
-def test_first_layer_and_batch_norm_folding_assumptions_are_verified():
-    with pytest.raises(UnsupportedModelError, match="head \\(registered first\\), body \\(runs first\\)"):
-        LRP(Misordered())(torch.rand(2, 4), torch.zeros(2, dtype=torch.long))
-    with pytest.raises(UnsupportedModelError, match="bn \\(BatchNorm folded into fc but not fed by it\\)"):
+def test_first_layer_is_the_first_to_run_not_the_first_registered():
+    model = Misordered()
+    x, t = torch.rand(3, 4), torch.zeros(3, dtype=torch.long)
+    reordered = nn.Sequential(model.body, nn.ReLU(), model.head)  # same layers, registration = execution order
+    assert torch.allclose(LRP(model)(x, t), LRP(reordered)(x, t))
+
+
+def test_the_first_layer_must_be_the_only_reader_of_the_input():
+    with pytest.raises(UnsupportedModelError, match=r"bn \(BatchNorm1d reads the model input besides fc\)"):
         LRP(NotFed().eval())(torch.rand(2, 4), torch.zeros(2, dtype=torch.long))
 
 
-def test_agrees_with_zennit_on_torchvision_resnet():
-    pytest.importorskip("zennit")
-    torchvision = pytest.importorskip("torchvision")
-    from zennit.attribution import Gradient as ZennitGradient
-    from zennit.composites import EpsilonPlusFlat
-    from zennit.torchvision import ResNetCanonizer
+class NormFirst(nn.Module):
+    """Registers the BatchNorm before the convolution it normalizes."""
 
-    torch.manual_seed(0)
-    model = torchvision.models.resnet18(num_classes=10).eval()
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(2)
+        self.bn = nn.BatchNorm2d(4)
+        self.conv0 = nn.Conv2d(1, 4, 3, padding=1)
+        self.conv1 = nn.Conv2d(4, 4, 3, padding=1)
+        self.head = nn.Linear(4 * 8 * 8, 3)
+
+    def forward(self, x):
+        a = torch.relu(self.conv0(x))
+        return self.head(torch.relu(self.bn(self.conv1(a))).flatten(1))
+
+
+class PreActivation(nn.Module):
+    """DenseNet-style: a BatchNorm registered right after a convolution reads a concatenation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.conv0 = nn.Conv2d(1, 4, 3, padding=1)
+        self.conv1 = nn.Conv2d(4, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)  # registration order would fold it into conv1
+        self.head = nn.Linear(8 * 8 * 8, 3, bias=False)
+
+    def forward(self, x):
+        a = self.conv0(x)
+        features = self.conv1(a) + torch.cat([a, a], dim=1)
+        return self.head(torch.relu(self.bn(features)).flatten(1))
+
+
+def randomize_batch_norms(model: nn.Module) -> nn.Module:
     for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.3, 0.3)
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.running_mean.uniform_(-0.5, 0.5)
             module.running_var.uniform_(0.5, 2.0)
-    x, t = images(batch=2, channels=3, size=32), targets(batch=2)
-    relevance = LRP(model)(x, t)
-    with ZennitGradient(model, EpsilonPlusFlat(canonizers=[ResNetCanonizer()])) as attributor:
-        _, reference = attributor(x.clone().requires_grad_(), lambda out: out * nn.functional.one_hot(t, 10))
-    assert relative_l2(relevance, reference) <= 1e-3
+            nn.init.uniform_(module.weight, 0.5, 1.5)
+            nn.init.uniform_(module.bias, -0.2, 0.2)
+    return model.eval()
+
+
+def test_batch_norms_are_folded_by_data_flow_not_registration_order():
+    model = randomize_batch_norms(NormFirst())
+    x, t = images(size=8), targets(classes=3)
+    ordered = nn.Sequential(model.conv0, nn.ReLU(), model.conv1, model.bn, nn.ReLU(), nn.Flatten(), model.head)
+    assert torch.allclose(LRP(model)(x, t), LRP(ordered)(x, t), atol=1e-6)
+    pytest.importorskip("zennit")
+    from zennit.attribution import Gradient as ZennitGradient
+    from zennit.canonizers import SequentialMergeBatchNorm
+    from zennit.composites import EpsilonPlusFlat
+
+    with ZennitGradient(ordered, EpsilonPlusFlat(canonizers=[SequentialMergeBatchNorm()])) as attributor:
+        _, reference = attributor(x.clone().requires_grad_(), lambda out: out * nn.functional.one_hot(t, 3))
+    assert relative_l2(LRP(model)(x, t), reference) <= 1e-3
+
+
+def test_batch_norm_reading_a_concatenation_is_not_folded_and_relevance_is_conserved():
+    model = randomize_batch_norms(PreActivation())
+    x = images(size=8)
+    with torch.no_grad():
+        t = model(x).argmax(1)
+        logit = model(x).gather(1, t[:, None])[:, 0]
+    relevance = LRP(model, zero_bias=True)(x, t)
+    assert torch.allclose(relevance.sum((1, 2, 3)), logit, rtol=1e-3, atol=1e-6)
+    assert relative_l2(LRP(model)(x, t), LRP(model, zero_bias=True)(x, t)) > 1e-3  # biases do matter here
 
 
 def test_failed_call_leaves_model_and_explainer_usable():
@@ -389,11 +443,140 @@ def test_failed_call_leaves_model_and_explainer_usable():
     assert torch.equal(explainer(x, t), LRP(model)(x, t))
 
 
-def test_explainer_survives_pickling_and_empty_batches():
+def test_explainer_survives_pickling_before_and_after_its_first_call_and_empty_batches():
     import pickle
 
-    explainer = LRP(small_cnn(), "epsilon_alpha2_beta1_flat")
+    explainer = LRP(small_cnn(), composite="epsilon_alpha2_beta1_flat")
     x, t = images(), targets()
-    restored = pickle.loads(pickle.dumps(explainer))
-    assert torch.equal(restored(x, t), explainer(x, t))
-    assert restored(x[:0], t[:0]).shape == (0, 1, 16, 16)
+    fresh = pickle.loads(pickle.dumps(explainer))  # as sent to Dask workers: prepared at the first call there
+    expected = explainer(x, t)
+    prepared = pickle.loads(pickle.dumps(explainer))
+    assert torch.equal(fresh(x, t), expected) and torch.equal(prepared(x, t), expected)
+    assert prepared(x[:0], t[:0]).shape == (0, 1, 16, 16)
+    assert LRP(small_cnn())(x[:0], t[:0]).shape == (0, 1, 16, 16)  # also as the very first call
+
+
+def test_failed_canonization_leaves_the_model_bit_identical(monkeypatch):
+    from explainers import canonizers
+
+    model = bn_cnn()
+    x, t = images(channels=3), targets(classes=5)
+    before = snapshot(model)
+    with torch.no_grad():
+        out = model(x)
+    folded = []
+
+    def fail_on_second(layer, norm):
+        if folded:
+            raise RuntimeError("simulated failure halfway through canonization")
+        folded.append(layer)
+        original(layer, norm)
+
+    original = canonizers._fold
+    monkeypatch.setattr(canonizers, "_fold", fail_on_second)
+    explainer = LRP(model)
+    with pytest.raises(RuntimeError, match="preparing the LRP model failed"):
+        explainer(x, t)
+    assert folded  # it did fail halfway
+    assert_untouched(model, before, x, out)
+    with pytest.raises(RuntimeError, match="failed to prepare"):  # a half-rewritten copy is never used
+        explainer(x, t)
+    monkeypatch.setattr(canonizers, "_fold", original)
+    assert torch.isfinite(LRP(model)(x, t)).all()
+    assert_untouched(model, before, x, out)
+
+
+class SoftmaxHead(nn.Module):
+    """Foldable Conv+BatchNorm, then forward code without an LRP rule."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(4)
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+        self.head = nn.Linear(4 * 14 * 14, 3)
+
+    def forward(self, x):
+        return torch.softmax(self.head(self.bn(self.conv(x)).flatten(1)), dim=1)
+
+
+def test_model_is_untouched_when_its_forward_code_is_rejected():
+    model = randomize_batch_norms(SoftmaxHead())
+    x = images(channels=3)
+    before = snapshot(model)
+    with torch.no_grad():
+        out = model(x)
+    with pytest.raises(UnsupportedModelError, match=r"<model> \(functional softmax\)"):
+        LRP(model)(x, targets(classes=3))
+    assert_untouched(model, before, x, out)
+
+
+def test_runs_under_cpu_autocast_bfloat16():
+    model, x, t = bn_cnn(), images(channels=3) - 0.5, targets(classes=5)
+    explainer = LRP(model)
+    reference = explainer(x, t)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        relevance = explainer(x, t)
+    assert relevance.dtype == torch.float32 and relevance.shape == x.shape
+    assert torch.isfinite(relevance).all()
+    assert relative_l2(relevance, reference) < 0.05  # bfloat16 keeps 8 bits of mantissa
+
+
+class SqueezeExcite(nn.Module):
+    """features ⊙ hardsigmoid(fc(mean(features))): the gate is a constant weight for LRP."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Conv2d(channels, channels, 1)
+        self.gate = nn.Hardsigmoid()
+
+    def forward(self, x):
+        return x * self.gate(self.fc(self.pool(x)))
+
+
+def test_squeeze_excitation_gates_are_constant_weights():
+    torch.manual_seed(5)
+    features = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU())
+    model = nn.Sequential(features, SqueezeExcite(4), nn.Flatten(), nn.Linear(4 * 8 * 8, 3, bias=False))
+    x, t = images(size=8), targets(classes=3)
+    relevance = LRP(model)(x, t)
+    # the same network with the gate values frozen into a fixed per-sample channel scaling
+    with torch.no_grad():
+        gate = model[1].gate(model[1].fc(model[1].pool(features(x))))
+    expected = torch.cat([
+        LRP(nn.Sequential(features, Scale(gate[i : i + 1]), nn.Flatten(), model[3]))(x[i : i + 1], t[i : i + 1])
+        for i in range(len(x))
+    ])  # fmt: skip
+    assert torch.allclose(relevance, expected, rtol=1e-4, atol=1e-7)
+    with torch.no_grad():
+        logit = model(x).gather(1, t[:, None])[:, 0]
+    assert torch.allclose(LRP(model, zero_bias=True)(x, t).sum((1, 2, 3)), logit, rtol=1e-3, atol=1e-6)
+
+
+class Scale(nn.Module):
+    """Multiplies by a constant: forward code around a child, explained by its gradient."""
+
+    def __init__(self, factor: torch.Tensor) -> None:
+        super().__init__()
+        self.inner = nn.Identity()
+        self.register_buffer("factor", factor)
+
+    def forward(self, x):
+        return self.inner(x) * self.factor
+
+
+def test_a_sigmoid_used_as_gate_and_as_activation_is_reported():
+    class Both(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3)
+            self.sigmoid = nn.Sigmoid()
+            self.head = nn.Linear(2 * 6 * 6, 2)
+
+        def forward(self, x):
+            a = self.conv(x)
+            return self.head((self.sigmoid(a) * a + self.sigmoid(a)).flatten(1))
+
+    with pytest.raises(UnsupportedModelError, match="used both as a gate and as an activation"):
+        LRP(Both())(images(size=8), targets(classes=2))
