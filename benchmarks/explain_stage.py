@@ -126,6 +126,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         kind, data, model, n, *rest = args.child
+        if kind == "data":
+            make_data(Path(data), int(n))
+            make_model(Path(model))
+            return
         result = child_bare(Path(data), Path(model), int(n)) if kind == "bare" else \
             child_stage(Path(data), Path(model), int(n), Path(rest[0]))
         print(json.dumps(result))
@@ -137,8 +141,9 @@ def main() -> None:
         tmp = Path(tmp)
         data = tmp / "images.npy"
         t = time.perf_counter()
-        make_data(data, max(n, large))
-        make_model(tmp / "model.pt")
+        # In a child: ru_maxrss survives fork+exec on Linux, so the parent must stay small.
+        subprocess.run([sys.executable, __file__, "--child", "data", str(data), str(tmp / "model.pt"),
+                        str(max(n, large))], check=True)
         print(f"data: {max(n, large)} x {SHAPE} float32 ({data.stat().st_size / 1e9:.2f} GB) in "
               f"{time.perf_counter() - t:.0f}s")
 
