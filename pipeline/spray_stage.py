@@ -118,7 +118,7 @@ def run_spray_stage(run: Path, images_path: Path, cfg: SprayConfig, *, model_spe
         analysis = analyze_group(features, n_neighbors=cfg.n_neighbors, max_clusters=cfg.max_clusters, seed=cfg.seed)
         cluster_col[idx] = analysis.clusters
         if cfg.umap:
-            umap_xy[idx] = umap_map(features, analysis.graph, seed=cfg.seed)
+            umap_xy[idx] = umap_map(features, analysis.graph, seed=cfg.seed, spectral=analysis.embedding)
         other_mean = (share_total - share_sums[int(k)]) / max(int(ok.sum()) - len(idx), 1)
         class_images = np.asarray(images[idx], dtype=np.float32)
         evidence = class_evidence(shares, class_images, analysis.by_resolution, int(k), other_mean_share=other_mean,

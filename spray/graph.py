@@ -22,7 +22,7 @@ from .reduction import LinearReduction, pca_reduce
 EXACT_LIMIT = 10_000          # up to here: exact search on the features as given (small groups are exact)
 REDUCE_ABOVE_DIMS = 64        # above EXACT_LIMIT samples, wider features are PCA-reduced before the search
 REDUCED_DIMS = 48             # principal components kept (≈98% variance, ≈90% of exact 10-NN on pooled heatmaps)
-EXACT_REDUCED_LIMIT = 40_000  # exact search in ≤ 64 dims up to here (5 s at 3·10^4); NN-descent's first call compiles ~40 s
+EXACT_REDUCED_LIMIT = 40_000  # exact in ≤ 64 dims up to here (5 s at 3·10^4); NN-descent's first call compiles ~40 s
 # Fewer trees and iterations than pynndescent's defaults (12 trees, log2 N iterations): same
 # 15-NN recall (0.993 vs 0.994) on 10^5 reduced heatmaps in a third of the time (9 s vs 25 s).
 NNDESCENT = {"n_trees": 8, "n_iters": 8, "low_memory": True}

@@ -79,6 +79,8 @@ def fit_pca(chunks: Iterable[np.ndarray], n_components: int) -> LinearReduction:
             shift = block.mean(axis=0)
             gram = np.zeros((block.shape[1], block.shape[1]), np.float64)
             total = np.zeros(block.shape[1], np.float64)
+        elif block.shape[1] != len(shift):
+            raise ValueError(f"chunks must all have D = {len(shift)} columns, got {block.shape[1]}")
         centred = block - shift
         gram += centred.T @ centred
         total += centred.sum(axis=0, dtype=np.float64)
@@ -111,5 +113,6 @@ def pca_reduce(data, n_components: int) -> tuple[np.ndarray, LinearReduction]:
         out[start:start + len(block)] = reduction.transform(block)
         start += len(block)
     if start != reduction.n_samples:
-        raise ValueError(f"the chunk source yielded {start} rows on the second pass, {reduction.n_samples} on the first")
+        raise ValueError(f"the chunk source yielded {start} rows on the second pass, "
+                         f"{reduction.n_samples} on the first")
     return out, reduction
