@@ -35,6 +35,11 @@ def memory_format(x: Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
+def _as(weight: Tensor, v: Tensor) -> Tensor:
+    """``weight`` in ``v``'s dtype (autocast forwards leave bf16/fp16 gradients)."""
+    return weight if weight.dtype == v.dtype else weight.to(v.dtype)
+
+
 def adjoint(layer: Affine, weight: Tensor, x: Tensor) -> Adjoint:
     """``v ↦ Wᵀv`` for ``layer`` with ``weight`` (input gradient only), for inputs shaped like ``x``.
 
@@ -42,14 +47,14 @@ def adjoint(layer: Affine, weight: Tensor, x: Tensor) -> Adjoint:
     input (only its shape and layout are read); other padding modes differentiate the map.
     """
     if isinstance(layer, nn.Linear):
-        return lambda v: v.matmul(weight.to(v.dtype))
+        return lambda v: v.matmul(_as(weight, v))
     shape, layout = x.shape, memory_format(x)
     if isinstance(layer.padding, str) or layer.padding_mode != "zeros":
 
         def differentiated(v: Tensor) -> Tensor:
             with torch.enable_grad():
                 probe = torch.zeros(shape, dtype=v.dtype, device=v.device, requires_grad=True)
-                z = layer._conv_forward(probe, weight.to(v.dtype), None)
+                z = layer._conv_forward(probe, _as(weight, v), None)
                 return torch.autograd.grad(z, probe, v)[0]
 
         return differentiated
@@ -58,7 +63,7 @@ def adjoint(layer: Affine, weight: Tensor, x: Tensor) -> Adjoint:
     def transposed(v: Tensor) -> Tensor:
         placeholder = torch.empty(shape, dtype=v.dtype, device=v.device, memory_format=layout)
         return torch.ops.aten.convolution_backward(
-            v, placeholder, weight.to(v.dtype), None, layer.stride, layer.padding, layer.dilation,
+            v, placeholder, _as(weight, v), None, layer.stride, layer.padding, layer.dilation,
             False, [0] * dims, layer.groups, [True, False, False],
         )[0]  # fmt: skip
 

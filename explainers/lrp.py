@@ -28,6 +28,8 @@ from .snapshot import DeviceCopies, frozen_copy
 from .support import check_supported
 from .target import check_inputs, target_scores
 
+_CHANNELS_LAST = True  # run 4-d CPU inputs of convolutional models channels-last
+
 
 class LRP:
     """LRP explainer: ``LRP(model, composite)(x, target) -> relevance`` shaped like ``x``.
@@ -108,7 +110,7 @@ class LRP:
             sample = x[:1].detach()
             if placement is not None:
                 sample = sample.to(device=placement.device, dtype=placement.dtype)
-            channels_last = (
+            channels_last = _CHANNELS_LAST and (
                 x.ndim == 4 and x.device.type == "cpu" and any(isinstance(m, nn.Conv2d) for m in model.modules())
             )
             if channels_last:

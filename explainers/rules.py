@@ -87,7 +87,9 @@ def _times(scale: Tensor, grad: Tensor) -> Tensor:
 
 
 def _no_autocast(device: torch.device):
-    return torch.autocast(device.type, enabled=False) if device.type in ("cpu", "cuda") else nullcontext()
+    if device.type in ("cpu", "cuda") and torch.is_autocast_enabled(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return nullcontext()
 
 
 def _divide(y: Tensor, z: Tensor) -> Tensor:
@@ -109,6 +111,11 @@ def _deferred(layer: Affine, x: Tensor, y: Tensor, weight: Tensor, bias: Tensor,
         return scales(output, affine(layer, x, weight.to(x.dtype), bias.to(x.dtype)))
 
     return deferred
+
+
+def _output(layer: Affine, x: Tensor) -> Tensor:
+    """The layer's own output (without the module call machinery: the copy has no hooks)."""
+    return affine(layer, x, layer.weight, layer.bias)
 
 
 def _nonnegative(x: Tensor) -> bool:
@@ -206,9 +213,10 @@ class ZPlus(AffineRule):
 
     ``z = W⁺x⁺ + b⁺ + W⁻x⁻``, ``R_j = (x⁺_j w⁺_jk + x⁻_j w⁻_jk) / stabilize(z_k) · R_k``. For
     ``x ≥ 0`` (behind a ReLU) ``z = W⁺x + b⁺ ≥ 0``, so ``stabilize(z) = W⁺x + (b⁺ + ε)``: one
-    convolution beside the layer's own, whose output buffer becomes the scale. Outputs without
-    any positive contribution (``z⁺ = 0``, e.g. under a depthwise filter without positive
-    weights) fall back to the z-rule instead of losing their relevance (:meth:`_scales`).
+    convolution beside the layer's own, whose output buffer becomes the scale. With
+    ``zero_bias``, outputs without any positive contribution (``z⁺ = 0``, e.g. under a
+    depthwise filter without positive weights) fall back to the z-rule instead of losing their
+    relevance (:meth:`_scales`).
     """
 
     def __init__(self, layer: Affine, stabilizer: float = 1e-6, zero_bias: bool = False) -> None:
@@ -218,13 +226,10 @@ class ZPlus(AffineRule):
         self.register_buffer("w_neg", weight.clamp(max=0), persistent=False)
         self.register_buffer("b_pos", self._bias(lambda b: b.clamp(min=0)), persistent=False)
         self.register_buffer("b_pos_stable", self._stable_bias(self.b_pos), persistent=False)
-        # W⁺x + b⁺ + ε equals this exactly where an output has no positive term (NaN: never, b⁺ > 0)
-        dead_at = self.b_pos_stable if self.b_pos is None else self.b_pos_stable.where(self.b_pos == 0, torch.nan)
-        self.register_buffer("dead_at", dead_at, persistent=False)
 
     def propagation(self, x: Tensor) -> tuple[Tensor, Scales, Backward]:
         layer = self.layer
-        y = layer(x)
+        y = _output(layer, x)
         if _nonnegative(x):
             pos, neg = adjoint(layer, self.w_pos, x), adjoint(layer, self.w_neg, x)
 
@@ -235,25 +240,27 @@ class ZPlus(AffineRule):
                 return y, _deferred(layer, x, y, self.w_pos, self.b_pos_stable, self._nonnegative_scales), backward
             return y, self._nonnegative_scales(y, affine(layer, x, self.w_pos, self.b_pos_stable)), backward
         z, _, split = _sign_split(layer, x, (self.w_pos, self.b_pos), (self.w_neg, None))
-        scales = self._scales(y, stabilize(z, self.stabilizer), z == 0)
+        scales = self._scales(y, stabilize(z, self.stabilizer), z == 0 if self.zero_bias else None)
         return y, scales, lambda v: split(v[0], v[1] if len(v) > 1 and bool(v[1].any()) else None)
 
     def _nonnegative_scales(self, y: Tensor, z: Tensor) -> tuple[Tensor, ...]:
         """:meth:`_scales` for ``z = W⁺x + b⁺ + ε`` (``x ≥ 0``), which is already stabilized."""
-        if self.relu_fed and not self._zeroed_bias():  # z⁺ = 0 implies b ≤ 0, y ≤ 0: the ReLU drops it
+        if not self.zero_bias or (self.relu_fed and self.layer.bias is None):  # (then y ≤ 0 where z⁺ = 0)
             return (_divide(y, z),)
-        return self._scales(y, z, z == broadcast(self.layer, self.dead_at.to(z.dtype), z))
+        # with zero_bias, z = W⁺x + ε: exactly ε where no input contributes positively
+        return self._scales(y, z, z == broadcast(self.layer, self.b_pos_stable.to(z.dtype), z))
 
-    def _scales(self, y: Tensor, z: Tensor, dead: Tensor) -> tuple[Tensor, ...]:
+    def _scales(self, y: Tensor, z: Tensor, dead: Tensor | None) -> tuple[Tensor, ...]:
         """``(y ⊘ z,)`` in ``z``'s buffer (``z`` stabilized); plus the scale of the ``dead`` outputs, if any.
 
         A dead output has no positive contribution (``z⁺ = 0``) and so no z⁺ decomposition;
-        zennit lets its relevance vanish in the stabilizer. Here the z-rule with the layer's own
-        weights takes over, ``R_j = x_j w_jk / z_k · R_k`` with ``z = Wx (+ b)``: the second
+        zennit lets its relevance vanish in the stabilizer, as a bias would absorb it. With
+        ``zero_bias`` nothing should absorb relevance, so the z-rule with the layer's own
+        weights takes over there, ``R_j = x_j w_jk / z_k · R_k`` with ``z = Wx``: the second
         scale selects these outputs, and the backward adds the other sign's weights for them.
         """
         scale = _divide(y, z)
-        if not bool(dead.any()):
+        if dead is None or not bool(dead.any()):
             return (scale,)
         plain = y - broadcast(self.layer, self.layer.bias.to(y.dtype), y) if self._zeroed_bias() else y
         scale = torch.where(dead, y / stabilize(plain, self.stabilizer), scale)
@@ -289,11 +296,11 @@ class AlphaBeta(AffineRule):
         layer = self.layer
         if _nonnegative(x) and (isinstance(layer, nn.Linear) or layer.groups == 1):
             z_pos, z_neg = affine(layer, x, self.w_stacked, self.b_stacked).chunk(2, dim=channel_dim(layer))
-            y = layer(x) if self._zeroed_bias() else z_pos + z_neg
+            y = _output(layer, x) if self._zeroed_bias() else z_pos + z_neg
             up, down = adjoint(layer, self.w_pos, x), adjoint(layer, self.w_neg, x)
             backward = lambda v: up(v[0]) + down(v[1])  # noqa: E731
         else:
-            y = layer(x)
+            y = _output(layer, x)
             z_pos, z_neg, split = _sign_split(layer, x, (self.w_pos, self.b_pos), (self.w_neg, self.b_neg))
             backward = lambda v: split(v[0], v[1])  # noqa: E731
         scales = (
@@ -327,14 +334,14 @@ class Gamma(AffineRule):
         if _nonnegative(x):
             z_up = affine(layer, x, self.w_up, self.b_up)
             z_down = affine(layer, x, self.w_down, self.b_down)
-            y = layer(x) if self._zeroed_bias() else (z_up + z_down) / (2.0 + self.gamma)
+            y = _output(layer, x) if self._zeroed_bias() else (z_up + z_down) / (2.0 + self.gamma)
             up, down = adjoint(layer, self.w_up, x), adjoint(layer, self.w_down, x)
 
             def backward(v: Sequence[Tensor]) -> Tensor:
                 return up(v[0]) + down(v[1]) if bool(v[1].any()) else up(v[0])
 
         else:
-            y = layer(x)
+            y = _output(layer, x)
             z_up, z_down, split = _sign_split(layer, x, (self.w_up, self.b_up), (self.w_down, self.b_down))
 
             def backward(v: Sequence[Tensor]) -> Tensor:
@@ -362,7 +369,7 @@ class Flat(AffineRule):
         super().__init__(layer, stabilizer, zero_bias)
 
     def propagation(self, x: Tensor) -> tuple[Tensor, Scales, Backward]:
-        y = self.layer(x)
+        y = _output(self.layer, x)
         size = stabilize(ones_affine(self.layer, x.new_ones((1, *x.shape[1:]))), self.stabilizer)
         transpose = ones_adjoint(self.layer, x)
         if self.relu_fed:  # read y back in the backward pass (see AffineRule.relu_fed)

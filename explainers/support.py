@@ -4,7 +4,8 @@ A model is supported when every module is either a *known layer* (below) or a *c
 whose children are all supported. Containers are ``nn.Sequential``/``ModuleList``/
 ``ModuleDict`` and modules defined outside ``torch.nn`` without parameters of their own
 (their forward is assumed to only compose children; :mod:`.dataflow` checks what it computes),
-such as torchvision's ``SqueezeExcitation`` or DenseNet blocks. Anything else — attention, normalisation
+such as torchvision's ``SqueezeExcitation`` or DenseNet blocks. torchvision's
+``StochasticDepth`` is the identity in eval mode. Anything else — attention, normalisation
 other than BatchNorm, recurrent layers, a custom module holding parameters, a subclass
 overriding ``forward`` — is reported, with its path, by :class:`UnsupportedModelError`
 instead of being explained by a silent fall back to the gradient.
