@@ -5,8 +5,9 @@ Synthetic 3x64x64 images (a .npy file on disk) through a small CNN (pipeline.sma
 (ru_maxrss) is its own:
 
 - ``bare``: one process, torch threads = workers x threads_per_worker (the same cores), reads
-  the .npy by range, computes logits, explains the predicted class with LRP epsilon_plus_flat,
-  keeps nothing: the upper bound for the stage's throughput;
+  the .npy by range, explains the predicted class with LRP epsilon_plus_flat (logits and
+  relevance from one forward/backward, ``LRP.explain``), keeps nothing: the upper bound for the
+  stage's throughput;
 - ``stage``: the real explain stage (`pipeline.explain_command.run_explain`) on a LocalCluster
   of 2 workers x 1 thread, writing Zarr shards, Parquet parts and markers; peak RSS is read in
   the client and in every worker (`client.run`) at the end.
@@ -73,9 +74,7 @@ def child_bare(data: Path, model_path: Path, n: int) -> dict:
     start = time.perf_counter()
     for s in range(0, n, 128):
         x = torch.from_numpy(source.load(s, min(s + 128, n)).images)
-        with torch.no_grad():
-            target = model(x).argmax(1)
-        lrp(x, target)
+        lrp.explain(x, "predicted")  # logits, predicted class and relevance in one pass, as the stage does
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "throughput": n / seconds, "rss_mb": {"client": _rss_mb()}}
 

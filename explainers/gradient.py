@@ -9,17 +9,25 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .explanation import PREDICTED, Explanation, check_target, explain_after_forward, resolve_target
 from .snapshot import DeviceCopies, frozen_copy
 from .target import check_inputs, target_scores
 
 
 def input_gradient(model: nn.Module, x: Tensor, target: Tensor) -> Tensor:
     """``∂ f_t(x) / ∂x`` for every sample (rows are independent), shaped like ``x``."""
+    return gradient_and_logits(model, x, target)[0]
+
+
+def gradient_and_logits(model: nn.Module, x: Tensor, target: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """``(∂ f_t(x)/∂x, logits, t)`` from one forward and backward; ``target=None`` explains the argmax."""
     with torch.inference_mode(False), torch.enable_grad():
         x_in = (x.clone() if x.is_inference() else x).detach().requires_grad_(True)
-        score = target_scores(model(x_in), target).sum()
+        logits = model(x_in)
+        chosen = resolve_target(logits, target)
+        score = target_scores(logits, chosen).sum()
         (grad,) = torch.autograd.grad(score, x_in, allow_unused=True, materialize_grads=True)
-    return grad
+    return grad, logits.detach(), chosen
 
 
 class Gradient:
@@ -33,12 +41,20 @@ class Gradient:
         target = check_inputs(x, target)
         return input_gradient(self._copies.get(x), x, target)
 
+    def explain(self, x: Tensor, target: Tensor | str = PREDICTED) -> Explanation:
+        """Gradient, logits and explained class from one forward and backward (see :mod:`.explanation`)."""
+        return Explanation(*gradient_and_logits(self._copies.get(x), x, check_target(x, target)))
+
 
 class GradientTimesInput(Gradient):
     """Gradient × input, ``x ⊙ ∂f_t/∂x`` (Shrikumar et al., 2016); equals LRP-0 for bias-free ReLU nets."""
 
     def __call__(self, x: Tensor, target: Tensor) -> Tensor:
         return x * super().__call__(x, target)
+
+    def explain(self, x: Tensor, target: Tensor | str = PREDICTED) -> Explanation:
+        gradient, logits, chosen = super().explain(x, target)
+        return Explanation(x * gradient, logits, chosen)
 
 
 class SmoothGrad(Gradient):
@@ -70,3 +86,7 @@ class SmoothGrad(Gradient):
                 noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
                 total += input_gradient(model, x + sigma * noise, target)
             return total / self.n_samples
+
+    def explain(self, x: Tensor, target: Tensor | str = PREDICTED) -> Explanation:
+        """Relevance, logits at ``x`` (one extra forward) and explained class (see :mod:`.explanation`)."""
+        return explain_after_forward(self, self._copies.get(x), x, target)

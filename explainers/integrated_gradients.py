@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from .gradient import input_gradient
+from .explanation import PREDICTED, Explanation, explain_after_forward
 from .snapshot import DeviceCopies, frozen_copy
 from .target import check_inputs
 
@@ -83,6 +84,10 @@ class IntegratedGradients:
             gradients = input_gradient(model, points, target.repeat(len(chunk)))
             total += gradients.view(len(chunk), *x.shape).sum(0)
         return delta * total / self.steps
+
+    def explain(self, x: Tensor, target: Tensor | str = PREDICTED) -> Explanation:
+        """Attribution, logits (one extra forward) and explained class (see :mod:`.explanation`)."""
+        return explain_after_forward(self, self._copies.get(x), x, target)
 
     def __call__(self, x: Tensor, target: Tensor) -> Tensor:
         """Attribution of ``logits[b, target[b]]``; same shape, dtype and device as ``x``."""

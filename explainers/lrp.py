@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from .canonizers import fold_batch_norms
 from .composites import COMPOSITES, Composite, make_composite
 from .dataflow import trace
+from .explanation import PREDICTED, Explanation, check_target, resolve_target
 from .snapshot import DeviceCopies, frozen_copy
 from .support import check_supported
 from .target import check_inputs, target_scores
@@ -136,9 +137,18 @@ class LRP:
 
     def __call__(self, x: Tensor, target: Tensor) -> Tensor:
         """Relevance of every input element for ``logits[b, target[b]]``; same shape, dtype, device as ``x``."""
-        target = check_inputs(x, target)
+        return self.explain(x, check_inputs(x, target)).relevance
+
+    def explain(self, x: Tensor, target: Tensor | str = PREDICTED) -> Explanation:
+        """Relevance, logits and explained class from one forward and one backward pass.
+
+        ``target`` is a (B,) tensor of classes or ``"predicted"`` (the argmax of the logits of
+        this same forward pass); see :mod:`.explanation`.
+        """
+        wanted = check_target(x, target)
         if x.shape[0] == 0:
-            return torch.zeros_like(x)
+            empty = torch.zeros(0, dtype=torch.long, device=x.device)
+            return Explanation(torch.zeros_like(x), x.new_zeros((0, 0)), empty if wanted is None else wanted)
         model = (self._copies or self._prepare(x)).get(x)
         with torch.inference_mode(False), torch.enable_grad():
             x_in = x.detach()
@@ -147,9 +157,11 @@ class LRP:
             if x_in.is_inference():  # created under torch.inference_mode: autograd needs a normal tensor
                 x_in = x_in.clone()
             x_in = x_in.detach().requires_grad_(True)
-            score = target_scores(model(x_in), target).sum()
+            logits = model(x_in)
+            chosen = resolve_target(logits, wanted)
+            score = target_scores(logits, chosen).sum()
             (grad,) = torch.autograd.grad(score, x_in, allow_unused=True, materialize_grads=True)
         relevance = grad if self._yields_relevance else x_in.detach() * grad
         if relevance.stride() != x.stride():
             relevance = torch.empty_like(x).copy_(relevance)
-        return relevance
+        return Explanation(relevance, logits.detach(), chosen)

@@ -16,6 +16,7 @@ import itertools
 import torch
 from torch import Tensor, nn
 
+from .explanation import PREDICTED, Explanation, explain_after_forward
 from .snapshot import DeviceCopies, frozen_copy
 from .target import check_inputs, target_scores
 
@@ -90,6 +91,10 @@ class Occlusion:
             shape[1 + axis] = sample_shape[axis]
             mask = mask & inside.view(shape)
         return mask.expand(len(positions), *sample_shape)
+
+    def explain(self, x: Tensor, target: Tensor | str = PREDICTED) -> Explanation:
+        """Attribution, logits (one extra forward) and explained class (see :mod:`.explanation`)."""
+        return explain_after_forward(self, self._copies.get(x), x, target)
 
     @torch.no_grad()
     def __call__(self, x: Tensor, target: Tensor) -> Tensor:

@@ -79,6 +79,16 @@ class LoadedJob:
         self.source = job.source.open()
         self.model = job.model.build(self.device)
         self.explainer = make_explainer(self.model, job.method, job.composite)
+        self._num_classes: int | None = None
+
+    def num_classes(self, x) -> int:
+        """The model's number of outputs, from one forward pass of one sample the first time."""
+        if self._num_classes is None:
+            import torch
+
+            with torch.no_grad():
+                self._num_classes = int(self.model(x[:1]).shape[1])
+        return self._num_classes
 
 
 def _rows(ids, batch, logits, targets, relevance_sums, scales, status, errors):
@@ -127,31 +137,42 @@ def explain_range(loaded: LoadedJob, start: int, stop: int):
     for b in range(0, n, job.batch_size):
         sl = slice(b, min(b + job.batch_size, n))
         x = x_all[sl].to(loaded.device)
-        with torch.no_grad():
-            logits = loaded.model(x).float()
-        num_classes = logits.shape[1]
-        finite = torch.isfinite(logits).all(1).cpu().numpy()
-        for j in range(sl.start, sl.stop):
-            if not finite[j - sl.start]:
-                _quarantine(status, errors, j, "model output contains NaN or Inf")
-            label = int(batch.labels[j])
-            if job.target == "label" and not 0 <= label < num_classes:
-                _quarantine(status, errors, j, f"label {label} is outside 0..{num_classes - 1}")
-        if job.target == "predicted":
-            target = logits.argmax(1)
-        else:
-            target = torch.from_numpy(np.clip(batch.labels[sl], 0, num_classes - 1)).to(loaded.device)
+        num_classes = loaded.num_classes(x)
+        if job.target == "label":
+            for j in range(sl.start, sl.stop):
+                label = int(batch.labels[j])
+                if not 0 <= label < num_classes:
+                    _quarantine(status, errors, j, f"label {label} is outside 0..{num_classes - 1}")
         good = np.array([s == "ok" for s in status[sl]])
-        if good.any():
+        logits = torch.zeros((len(good), num_classes), dtype=torch.float32)
+        target = torch.zeros(len(good), dtype=torch.long)
+        if good.any():  # one forward + backward gives logits, predicted class and relevance
             mask = torch.from_numpy(good).to(loaded.device)
-            relevance = loaded.explainer(x[mask], target[mask]).detach().float().cpu().numpy()
+            wanted = "predicted"
+            if job.target == "label":
+                wanted = torch.from_numpy(batch.labels[sl][good].astype(np.int64)).to(loaded.device)
+            explained = loaded.explainer.explain(x[mask], wanted)
+            logits[good] = explained.logits.float().cpu()
+            target[good] = explained.target.cpu()
+            relevance = explained.relevance.detach().float().cpu().numpy()
             bad = ~np.isfinite(relevance.reshape(len(relevance), -1)).all(1)
-            for j, is_bad in zip(np.flatnonzero(good) + sl.start, bad):
-                if is_bad:
+            bad_logits = ~torch.isfinite(logits[good]).all(1).numpy()
+            for j, bad_relevance, bad_output in zip(np.flatnonzero(good) + sl.start, bad, bad_logits):
+                if bad_output:
+                    _quarantine(status, errors, j, "model output contains NaN or Inf")
+                elif bad_relevance:
                     _quarantine(status, errors, j, "explanation contains NaN or Inf")
             heatmaps[sl][good] = np.where(np.isfinite(relevance), relevance, 0.0)
-        logit_chunks.append(torch.nan_to_num(logits.cpu()))
-        target_chunks.append(target.cpu())
+        if not good.all():  # samples already quarantined (unreadable, bad label, ...): logits only
+            with torch.no_grad():
+                others = loaded.model(x[torch.from_numpy(~good).to(loaded.device)]).float().cpu()
+            logits[~good] = others
+            if job.target == "predicted":
+                target[~good] = others.argmax(1)
+            else:
+                target[~good] = torch.from_numpy(np.clip(batch.labels[sl][~good], 0, num_classes - 1).astype(np.int64))
+        logit_chunks.append(torch.nan_to_num(logits))
+        target_chunks.append(target)
     quarantined = np.array([s != "ok" for s in status])
     heatmaps[quarantined] = 0.0
     logits_all, targets = torch.cat(logit_chunks), torch.cat(target_chunks)

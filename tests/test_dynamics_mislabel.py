@@ -18,13 +18,7 @@ def auroc(positive: np.ndarray, score: np.ndarray) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """A 600 x 8 logistic regression: a second thread only contends with whatever else runs (8x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def noisy_blobs(asymmetric: bool, seed: int = 0):

@@ -12,13 +12,7 @@ from torch import nn
 from explainers import LRP, Gradient, GradientTimesInput, IntegratedGradients, Occlusion, SmoothGrad
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny models: intra-op threads only add contention (2 cores); restored after each test."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def linear_model(features: int = 12, classes: int = 3) -> nn.Linear:
@@ -227,3 +221,23 @@ def test_explainers_work_when_built_and_called_under_inference_mode(name):
         explainer = EXPLAINERS[name](model)
         attribution = explainer(x.clone(), t.clone())
     assert torch.allclose(attribution, expected, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", EXPLAINERS)
+def test_explain_returns_logits_and_explains_the_predicted_class_in_the_same_pass(name):
+    model = relu_cnn().eval()
+    x = images(5)
+    explainer = EXPLAINERS[name](model)
+    with torch.no_grad():
+        logits = model(x)
+    predicted = explainer.explain(x, "predicted")
+    assert torch.equal(predicted.target, logits.argmax(1))
+    torch.testing.assert_close(predicted.logits, logits, rtol=1e-5, atol=1e-5)
+    assert not predicted.logits.requires_grad
+    torch.testing.assert_close(predicted.relevance, explainer(x, logits.argmax(1)), rtol=1e-5, atol=1e-7)
+    other = logits.argmin(1)
+    given = explainer.explain(x, other)
+    assert torch.equal(given.target, other)
+    torch.testing.assert_close(given.relevance, explainer(x, other), rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="predicted"):
+        explainer.explain(x, "argmax")

@@ -11,13 +11,7 @@ from torch import nn
 from explainers import LRP, UnsupportedModelError
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny models: intra-op threads only add contention (2 cores); restored after each test."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def small_cnn(bias: bool = True) -> nn.Module:

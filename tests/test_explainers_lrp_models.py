@@ -17,13 +17,7 @@ from explainers import LRP
 torchvision = pytest.importorskip("torchvision")
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Small inputs: intra-op threads only add contention (2 cores); restored after each test."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def relative_l2(a: torch.Tensor, b: torch.Tensor) -> float:
