@@ -29,6 +29,7 @@ Data-dependent control flow is assumed to take the same path for every sample.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -37,7 +38,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from .errors import UnsupportedModelError
-from .support import AFFINE, BATCH_NORM, GATES, is_pass_through, known_layer
+from .support import AFFINE, AVG_POOL, BATCH_NORM, GATES, is_pass_through, known_layer
 
 #: shape and bookkeeping operations: the gradient routes relevance unchanged
 _STRUCTURAL = {
@@ -94,6 +95,7 @@ class Call:
     readers: list[int] = field(default_factory=list)  # calls that read the output
     explained: bool = True
     ndim: int | None = None  # of the (first) output
+    shape: tuple[int, ...] | None = None  # of the (first) output, for the traced sample
 
 
 @dataclass
@@ -105,6 +107,8 @@ class DataFlow:
     gates: list[nn.Module]
     relu_fed: list[nn.Module]  # Linear/Conv whose output only a ReLU reads (see rules.AffineRule.relu_fed)
     calls: list[Call]
+    #: (average pooling, nn.Linear, pooling input shape of one sample) pairs worth merging
+    pool_folds: list[tuple[nn.Module, nn.Linear, tuple[int, ...]]] = field(default_factory=list)
 
 
 def _strip(path: str) -> str:
@@ -131,6 +135,7 @@ class _Recorder(TorchFunctionMode):
                 self.calls[source].readers.append(index)
         produced = _dependent(outputs)
         call.ndim = produced[0].ndim if produced else None
+        call.shape = tuple(produced[0].shape) if produced else None
         for tensor in produced:
             self.producer[id(tensor)] = index
             self.alive.append(tensor)
@@ -324,6 +329,52 @@ def _relu_fed(calls: list[Call], folds: list[tuple[nn.Module, nn.Module]]) -> li
     return found
 
 
+#: operations that only reshape a value into (B, features) in logical order
+_FLATTENING = {"view", "reshape", "flatten", "contiguous"}
+
+
+def _pool_folds(calls: list[Call], first: nn.Module | None) -> list[tuple[nn.Module, nn.Linear, tuple[int, ...]]]:
+    """Average poolings that only feed, through flattening, an nn.Linear, and enlarge their input.
+
+    Typical: torchvision VGG's ``AdaptiveAvgPool2d((7, 7))`` on feature maps smaller than 7×7
+    (inputs below 224×224) replicates each value into up to 49 positions, and the first
+    classifier layer reads all of them. Merging the pooling into the layer's weights (see
+    :func:`.canonizers.fold_average_pools`) gives an equivalent layer with up to 49× fewer
+    weights to read in the forward and backward pass.
+    """
+    runs: dict[int, int] = {}
+    for call in calls:
+        if call.module is not None:
+            runs[id(call.module)] = runs.get(id(call.module), 0) + 1
+    found = []
+    for index, call in enumerate(calls):
+        pool = call.module
+        if not isinstance(pool, AVG_POOL) or runs[id(pool)] != 1 or len(call.sources) != 1:
+            continue
+        source = call.sources[0]
+        if source == _UNKNOWN or calls[source].shape is None or call.shape is None:
+            continue
+        readers = _final_readers(calls, index)
+        if len(readers) != 1:
+            continue
+        linear = calls[readers[0]]
+        path = _views(calls, index, frozenset())
+        if (
+            type(linear.module) is nn.Linear
+            and linear.module is not first
+            and runs[id(linear.module)] == 1
+            and len(linear.sources) == 1
+            and calls[linear.sources[0]].ndim == 2
+            and all(
+                calls[i].operation in _FLATTENING or (calls[i].module is not None and is_pass_through(calls[i].module))
+                for i in path
+            )
+            and math.prod(calls[source].shape[1:]) < math.prod(call.shape[1:]) == linear.module.in_features
+        ):
+            found.append((pool, linear.module, calls[source].shape[1:]))
+    return found
+
+
 def _views(calls: list[Call], index: int, through: frozenset[int]) -> list[int]:
     """Transparent (and ``through``) calls between a value and its final readers."""
     found = []
@@ -349,4 +400,8 @@ def trace(model: nn.Module, sample: Tensor) -> DataFlow:
     if offenders:
         raise UnsupportedModelError(offenders, "operations without an LRP rule in forward code")
     folds = _folds(calls)
-    return DataFlow(first=_first_layer(calls), folds=folds, gates=gates, relu_fed=_relu_fed(calls, folds), calls=calls)
+    first = _first_layer(calls)
+    return DataFlow(
+        first=first, folds=folds, gates=gates, relu_fed=_relu_fed(calls, folds), calls=calls,
+        pool_folds=_pool_folds(calls, first),
+    )  # fmt: skip

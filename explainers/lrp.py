@@ -3,8 +3,9 @@
 The model is deep-copied at construction (never modified) and checked for layers without an LRP
 rule. At the first explanation the copy is rewritten, once, into an "LRP-ized" model: the data
 flow of one sample is recorded (:mod:`.dataflow`), BatchNorms are folded into the affine layer
-they read (:mod:`.canonizers`) and every layer is replaced by the module of its rule
-(:mod:`.composites`, :mod:`.rules`). An explanation is then an ordinary autograd backward pass
+they read, average poolings that enlarge their input into the nn.Linear reading them
+(:mod:`.canonizers`; such a copy is kept per input shape), and every layer is replaced by the
+module of its rule (:mod:`.composites`, :mod:`.rules`). An explanation is then an ordinary autograd backward pass
 of the target logit through that copy (seed 003, Appendix B, Algorithm 8): relevance
 ``R = x ⊙ ∇̂f(x)``, or ``∇̂f(x)`` itself when the first layer's rule (Flat, z^B) already produces
 it. The output relevance is the explained logit (``one_hot(target) ⊙ logits``), so for a
@@ -16,12 +17,15 @@ oneDNN convolves faster; results are returned in the layout of ``x``.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import threading
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from .canonizers import fold_batch_norms
+from .canonizers import fold_average_pools, fold_batch_norms
 from .composites import COMPOSITES, Composite, make_composite
 from .dataflow import trace
 from .explanation import PREDICTED, Explanation, check_target, resolve_target
@@ -30,6 +34,13 @@ from .support import check_supported
 from .target import check_inputs, target_scores
 
 _CHANNELS_LAST = True  # run 4-d CPU inputs of convolutional models channels-last
+_FOLD_POOLS = True  # merge enlarging average poolings into the nn.Linear reading them (see .canonizers)
+
+
+class _Prepared(NamedTuple):
+    copies: DeviceCopies  # the LRP-ized model, per device and dtype
+    yields_relevance: bool  # the first layer's rule returns relevance as its input gradient
+    channels_last: bool  # run inputs channels-last
 
 
 class LRP:
@@ -87,9 +98,9 @@ class LRP:
         self._rule_map: Composite = make_composite(composite, **options)
         check_supported(model)
         self._model = nn.Sequential(frozen_copy(model))  # a container, so the root can be replaced too
-        self._copies: DeviceCopies | None = None  # the LRP-ized model, built at the first call
-        self._yields_relevance = False
-        self._channels_last = False
+        # the LRP-ized model(s), built at the first call: per input shape (of one sample) when a
+        # folded average pooling ties them to it, else under the key None (any shape)
+        self._prepared: dict[tuple[int, ...] | None, _Prepared] = {}
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict:
@@ -99,11 +110,17 @@ class LRP:
         self.__dict__.update(state)
         self._lock = threading.Lock()
 
-    def _prepare(self, x: Tensor) -> DeviceCopies:
-        """Once, on the first sample seen: trace the data flow, fold BatchNorms, apply the rules."""
+    def _prepared_for(self, x: Tensor) -> _Prepared:
+        shape = tuple(x.shape[1:])
+        return self._prepared.get(shape) or self._prepared.get(None) or self._prepare(x)
+
+    def _prepare(self, x: Tensor) -> _Prepared:
+        """Once per input shape at most: trace the data flow, fold BatchNorms and poolings, apply the rules."""
         with self._lock:
-            if self._copies is not None:
-                return self._copies
+            shape = tuple(x.shape[1:])
+            found = self._prepared.get(shape) or self._prepared.get(None)
+            if found is not None:
+                return found
             model = self._model
             if model is None:
                 raise RuntimeError("this explainer failed to prepare its LRP model earlier; build a new one")
@@ -121,19 +138,33 @@ class LRP:
                     channels_last = False
             if not channels_last:
                 flow = trace(model, sample)
-            try:  # from here on the private copy is rewritten: a failure leaves it unusable
+            pool_folds = flow.pool_folds if _FOLD_POOLS else []
+            if pool_folds:  # the rewritten copy only fits this input shape: keep the original for others
+                with torch.inference_mode(False):
+                    model = copy.deepcopy(model)
+                memo = {id(old): new for old, new in zip(self._model.modules(), model.modules())}
+                flow = dataclasses.replace(
+                    flow,
+                    first=memo.get(id(flow.first)),
+                    folds=[(memo[id(a)], memo[id(b)]) for a, b in flow.folds],
+                    gates=[memo[id(g)] for g in flow.gates],
+                    relu_fed=[memo[id(m)] for m in flow.relu_fed],
+                )
+                pool_folds = [(memo[id(a)], memo[id(b)], in_shape) for a, b, in_shape in pool_folds]
+            try:  # from here on the copy is rewritten: a failure leaves it unusable
                 with torch.inference_mode(False), torch.no_grad():
                     fold_batch_norms(model, flow.folds)
+                    fold_average_pools(model, pool_folds)
                     first = self._rule_map.apply(model, flow.first, flow.gates, flow.relu_fed)
                     if channels_last:  # weights in the layout of the activations: no conversion per call
                         model.to(memory_format=torch.channels_last)
             except BaseException as error:
-                self._model = None
+                if not pool_folds:
+                    self._model = None
                 raise RuntimeError("preparing the LRP model failed; build a new explainer") from error
-            self._yields_relevance = bool(getattr(first, "yields_relevance", False))
-            self._channels_last = channels_last
-            self._copies = DeviceCopies(model)
-            return self._copies
+            prepared = _Prepared(DeviceCopies(model), bool(getattr(first, "yields_relevance", False)), channels_last)
+            self._prepared[shape if pool_folds else None] = prepared
+            return prepared
 
     def __call__(self, x: Tensor, target: Tensor) -> Tensor:
         """Relevance of every input element for ``logits[b, target[b]]``; same shape, dtype, device as ``x``."""
@@ -149,10 +180,11 @@ class LRP:
         if x.shape[0] == 0:
             empty = torch.zeros(0, dtype=torch.long, device=x.device)
             return Explanation(torch.zeros_like(x), x.new_zeros((0, 0)), empty if wanted is None else wanted)
-        model = (self._copies or self._prepare(x)).get(x)
+        prepared = self._prepared_for(x)
+        model = prepared.copies.get(x)
         with torch.inference_mode(False), torch.enable_grad():
             x_in = x.detach()
-            if self._channels_last and x.ndim == 4 and x.device.type == "cpu":
+            if prepared.channels_last and x.ndim == 4 and x.device.type == "cpu":
                 x_in = x_in.contiguous(memory_format=torch.channels_last)
             if x_in.is_inference():  # created under torch.inference_mode: autograd needs a normal tensor
                 x_in = x_in.clone()
@@ -161,7 +193,7 @@ class LRP:
             chosen = resolve_target(logits, wanted)
             score = target_scores(logits, chosen).sum()
             (grad,) = torch.autograd.grad(score, x_in, allow_unused=True, materialize_grads=True)
-        relevance = grad if self._yields_relevance else x_in.detach() * grad
+        relevance = grad if prepared.yields_relevance else x_in.detach() * grad
         if relevance.stride() != x.stride():
             relevance = torch.empty_like(x).copy_(relevance)
         return Explanation(relevance, logits.detach(), chosen)

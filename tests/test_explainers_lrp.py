@@ -574,3 +574,42 @@ def test_a_sigmoid_used_as_gate_and_as_activation_is_reported():
 
     with pytest.raises(UnsupportedModelError, match="used both as a gate and as an activation"):
         LRP(Both())(images(size=8), targets(classes=2))
+
+
+def vgg_like() -> nn.Module:
+    """Features → AdaptiveAvgPool2d((4, 4)) → flatten → classifier, like torchvision VGG (which pools to 7×7)."""
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(3)
+            self.features = nn.Sequential(
+                nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            )  # fmt: skip
+            self.avgpool = nn.AdaptiveAvgPool2d((4, 4))
+            self.classifier = nn.Sequential(nn.Linear(8 * 16, 24), nn.ReLU(), nn.Dropout(), nn.Linear(24, 5))
+
+        def forward(self, x):
+            return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+    return Net().eval()
+
+
+def test_enlarging_average_pooling_is_merged_into_the_linear_layer_without_changing_relevance(monkeypatch):
+    import explainers.lrp
+
+    model = vgg_like()
+    small, large = images(4, channels=3, size=8, seed=1), images(3, channels=3, size=24, seed=2)
+    merged = LRP(model)
+    at_small, at_large = merged(small, targets(4, 5)), merged(large, targets(3, 5))
+    # 8×8 inputs give 2×2 maps pooled up to 4×4: merged (a 32-input layer, one copy for that shape);
+    # 24×24 inputs give 6×6 maps pooled down: nothing merged, one copy for every other shape
+    linear_inputs = {key: prepared.copies.get(small).get_submodule("0.classifier.0").layer.in_features
+                     for key, prepared in merged._prepared.items()}  # fmt: skip
+    assert linear_inputs == {(3, 8, 8): 8 * 2 * 2, None: 8 * 16}
+    monkeypatch.setattr(explainers.lrp, "_FOLD_POOLS", False)
+    plain = LRP(model)
+    assert relative_l2(at_small, plain(small, targets(4, 5))) < 1e-5
+    assert relative_l2(at_large, plain(large, targets(3, 5))) < 1e-5
+    assert relative_l2(merged(small, targets(4, 5)), at_small) == 0.0  # the merged copy is reused
