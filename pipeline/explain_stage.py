@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -253,6 +254,21 @@ def check_job(job: ExplainJob) -> tuple[int, tuple[int, ...]]:
     return len(source), tuple(source.sample_shape)
 
 
+def _malloc_trim_threshold() -> str | None:
+    import os
+
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+
+def warn_about_malloc_trim(client) -> None:
+    """Say so when workers run with ``MALLOC_TRIM_THRESHOLD_`` set (Dask's nanny default; see pipeline.cluster)."""
+    values = {value for value in client.run(_malloc_trim_threshold).values() if value}
+    if values:
+        print(f"unhans: the Dask workers run with MALLOC_TRIM_THRESHOLD_={'/'.join(sorted(values))}, which makes "
+              "torch much slower (every tensor a fresh mmap); start them without it, see README "
+              "'Running on a cluster'.", file=sys.stderr)
+
+
 def run_explain_stage(job: ExplainJob, client, *, num_samples: int, sample_shape: tuple[int, ...],
                       progress: bool = True) -> dict:
     """Explain all units without a marker on ``client``'s cluster; returns counts."""
@@ -269,6 +285,7 @@ def run_explain_stage(job: ExplainJob, client, *, num_samples: int, sample_shape
     todo = [u for u in units if u[0] not in done]
     key = job.key()
     if todo:
+        warn_about_malloc_trim(client)
         client.register_plugin(ExplainerPlugin(job), name=f"unhans-explain-{key}")
     futures = [
         client.submit(explain_unit, key, unit, start, stop, key=f"explain-{key}-{unit}", retries=3, pure=False)
