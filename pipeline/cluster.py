@@ -55,10 +55,15 @@ def _without_malloc_trim() -> Iterator[None]:
     tensor torch allocates is a fresh ``mmap`` whose pages are faulted in and zeroed, and is
     unmapped again when freed. Measured here: a small CNN explained 580 samples/s in a plain
     process and 326 with the variable set (``benchmarks/explain_stage.py`` shows the effect on
-    the stage). A variable the user exported themselves is still honoured.
+    the stage). A Nanny writes the variable into its own process's environment before spawning
+    (any earlier default cluster in this process leaves it there), so it is removed from
+    ``os.environ`` too; glibc read it, if at all, when this process started.
     """
+    import os
+
     import dask
 
+    os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)
     with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
         yield
 
