@@ -1,0 +1,77 @@
+"""Agreement of the LRP engine with zennit (issue #3, item 1), as numbers rather than a pass/fail test.
+
+For torchvision vgg16, vgg16_bn, resnet18 and resnet50 with random weights, random non-zero
+biases on every Linear/Conv (added where the architecture has none) and random BatchNorm
+statistics and affine parameters, inputs 2×3×S×S (S = 64 and 224): the relative L2 distance
+``‖R_ours − R_zennit‖ / ‖R_zennit‖`` for EpsilonPlusFlat with zennit's VGG/ResNet canonizer,
+the output relevance being the explained logit. At S = 64, VGG's adaptive average pooling
+enlarges a 2×2 map to 7×7 and the engine merges it into the first classifier layer; at 224 it
+is the identity and nothing is merged, so both code paths are covered.
+
+    python benchmarks/lrp_agreement.py          # ~2 min on 2 cores
+
+Ends with ``RESULT max_rel_l2=<worst> <model>_<size>=<distance> ...``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+MODELS = ("vgg16", "vgg16_bn", "resnet18", "resnet50")
+
+
+def randomized(name: str) -> nn.Module:
+    import torchvision
+
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, name)(weights=None)
+    generator = torch.Generator().manual_seed(1)
+
+    def uniform(shape, low: float, high: float) -> torch.Tensor:
+        return torch.rand(shape, generator=generator) * (high - low) + low
+
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                if module.bias is None:
+                    module.bias = nn.Parameter(torch.zeros(module.weight.shape[0]))
+                module.bias.copy_(uniform(module.bias.shape, -0.1, 0.1))
+            if isinstance(module, nn.BatchNorm2d):
+                features = module.num_features
+                module.running_mean.copy_(uniform(features, -0.2, 0.2))
+                module.running_var.copy_(uniform(features, 0.5, 1.5))
+                module.weight.copy_(uniform(features, 0.5, 1.5))
+                module.bias.copy_(uniform(features, -0.2, 0.2))
+    return model.eval()
+
+
+def distance(name: str, size: int) -> float:
+    from zennit.attribution import Gradient
+    from zennit.composites import EpsilonPlusFlat
+    from zennit.torchvision import ResNetCanonizer, VGGCanonizer
+
+    from explainers import LRP
+
+    model = randomized(name)
+    x = torch.rand((2, 3, size, size), generator=torch.Generator().manual_seed(5))
+    target = torch.tensor([3, 711])
+    ours = LRP(model, "epsilon_plus_flat")(x, target)
+    canonizer = VGGCanonizer() if name.startswith("vgg") else ResNetCanonizer()
+    with Gradient(model, EpsilonPlusFlat(canonizers=[canonizer])) as attributor:
+        _, reference = attributor(x.clone().requires_grad_(), lambda out: out * nn.functional.one_hot(target, 1000))
+    return float((ours - reference).norm() / reference.norm())
+
+
+def main() -> None:
+    results = {}
+    print(f"{'model':10s} {'size':>5s} {'rel. L2 to zennit':>18s}")
+    for size in (64, 224):
+        for name in MODELS:
+            results[f"{name}_{size}"] = distance(name, size)
+            print(f"{name:10s} {size:5d} {results[f'{name}_{size}']:18.2e}", flush=True)
+    print(f"RESULT max_rel_l2={max(results.values()):.2e} " + " ".join(f"{k}={v:.2e}" for k, v in results.items()))
+
+
+if __name__ == "__main__":
+    main()
