@@ -277,16 +277,22 @@ def _first_layer(calls: list[Call]) -> nn.Module | None:
     return first.module
 
 
+def _run_counts(calls: list[Call]) -> dict[int, int]:
+    """How often each module (by id) ran in the traced forward pass."""
+    runs: dict[int, int] = {}
+    for call in calls:
+        if call.module is not None:
+            runs[id(call.module)] = runs.get(id(call.module), 0) + 1
+    return runs
+
+
 def _out_features(layer: nn.Module) -> int:
     return layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
 
 
 def _folds(calls: list[Call]) -> list[tuple[nn.Module, nn.Module]]:
     """``(layer, batch_norm)`` pairs where the BatchNorm is the only reader of the layer's output."""
-    runs: dict[int, int] = {}
-    for call in calls:
-        if call.module is not None:
-            runs[id(call.module)] = runs.get(id(call.module), 0) + 1
+    runs = _run_counts(calls)
     pairs = []
     for index, call in enumerate(calls):
         norm = call.module
@@ -308,10 +314,7 @@ def _folds(calls: list[Call]) -> list[tuple[nn.Module, nn.Module]]:
 def _relu_fed(calls: list[Call], folds: list[tuple[nn.Module, nn.Module]]) -> list[nn.Module]:
     """Linear/Conv layers (run once) whose output is read by one ReLU and written by nothing else."""
     folded = frozenset(i for i, call in enumerate(calls) if any(call.module is norm for _, norm in folds))
-    runs: dict[int, int] = {}
-    for call in calls:
-        if call.module is not None:
-            runs[id(call.module)] = runs.get(id(call.module), 0) + 1
+    runs = _run_counts(calls)
     found = []
     for index, call in enumerate(calls):
         if not isinstance(call.module, AFFINE) or runs[id(call.module)] != 1:
@@ -342,10 +345,7 @@ def _pool_folds(calls: list[Call], first: nn.Module | None) -> list[tuple[nn.Mod
     :func:`.canonizers.fold_average_pools`) gives an equivalent layer with up to 49× fewer
     weights to read in the forward and backward pass.
     """
-    runs: dict[int, int] = {}
-    for call in calls:
-        if call.module is not None:
-            runs[id(call.module)] = runs.get(id(call.module), 0) + 1
+    runs = _run_counts(calls)
     found = []
     for index, call in enumerate(calls):
         pool = call.module
