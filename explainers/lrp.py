@@ -35,6 +35,7 @@ from .target import check_inputs, target_scores
 
 _CHANNELS_LAST = True  # run 4-d CPU inputs of convolutional models channels-last
 _FOLD_POOLS = True  # merge enlarging average poolings into the nn.Linear reading them (see .canonizers)
+_MAX_SHAPES = 4  # prepared copies kept for shape-bound merges; older ones are dropped (and rebuilt if needed)
 
 
 class _Prepared(NamedTuple):
@@ -163,6 +164,10 @@ class LRP:
                     self._model = None
                 raise RuntimeError("preparing the LRP model failed; build a new explainer") from error
             prepared = _Prepared(DeviceCopies(model), bool(getattr(first, "yields_relevance", False)), channels_last)
+            if pool_folds:
+                shaped = [key for key in self._prepared if key is not None]
+                for key in shaped[: max(0, len(shaped) + 1 - _MAX_SHAPES)]:  # oldest first
+                    del self._prepared[key]
             self._prepared[shape if pool_folds else None] = prepared
             return prepared
 

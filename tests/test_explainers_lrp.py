@@ -613,3 +613,14 @@ def test_enlarging_average_pooling_is_merged_into_the_linear_layer_without_chang
     assert relative_l2(at_small, plain(small, targets(4, 5))) < 1e-5
     assert relative_l2(at_large, plain(large, targets(3, 5))) < 1e-5
     assert relative_l2(merged(small, targets(4, 5)), at_small) == 0.0  # the merged copy is reused
+
+
+def test_copies_prepared_per_input_shape_are_bounded(monkeypatch):
+    import explainers.lrp
+
+    monkeypatch.setattr(explainers.lrp, "_MAX_SHAPES", 2)
+    explainer = LRP(vgg_like())
+    sizes = [4, 8, 12, 4]  # feature maps 1x1, 2x2, 3x3: each pooled up to 4x4, each merged for its shape
+    results = [explainer(images(2, channels=3, size=size, seed=size), targets(2, 5)) for size in sizes]
+    assert len(explainer._prepared) == 2  # 12 and the re-prepared 4; 8 was dropped
+    assert torch.equal(results[-1], results[0])  # a dropped shape is prepared again, identically
