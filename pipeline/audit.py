@@ -243,6 +243,7 @@ def stage_flags(config: AuditConfig, paths: AuditPaths, markers, quiet: bool) ->
             "artifact_suspects": int(artifact_suspect.sum()),
         },
         "mislabel": {"suspects": int(mislabel_suspect.sum())},
+        "stages": _stage_seconds(markers, n),
     }
     if config.dataset.name == "digits":  # the embedded dataset carries ground truth
         truth = read_table(paths.run, "ground_truth").sort_by("sample_id")
@@ -257,6 +258,18 @@ def stage_flags(config: AuditConfig, paths: AuditPaths, markers, quiet: bool) ->
     markers.mark_stage("flags", artifact_suspects=int(artifact_suspect.sum()), mislabel_suspects=int(mislabel_suspect.sum()))
     _log(f"flags: {len(flagged)} Clever-Hans cluster(s), {int(artifact_suspect.sum())} artifact suspects, "
          f"{int(mislabel_suspect.sum())} mislabel suspects", quiet)
+
+
+def _stage_seconds(markers, num_samples: int) -> dict:
+    """Wall seconds of the stages before flags (as their markers recorded them), explain samples/s."""
+    out = {}
+    for name in ("data", "train", "explain", "dynamics", "spray"):
+        seconds = (markers.stage_info(name) or {}).get("seconds")
+        out[name] = {"seconds": None if seconds is None else round(float(seconds), 3)}
+    explain = out["explain"]["seconds"]
+    if explain:
+        out["explain"]["samples_per_second"] = round(num_samples / explain, 1)
+    return out
 
 
 def stage_report(config: AuditConfig, paths: AuditPaths, markers, quiet: bool) -> None:
@@ -298,6 +311,11 @@ def run_audit(config: AuditConfig, out: str | Path, *, force: bool = False, quie
         if markers.stage_done(name):
             _log(f"{name}: done already, skipped", quiet)
             continue
+        start = time.perf_counter()
         stage(config, paths, markers, quiet)
+        info = markers.stage_info(name) or {}
+        if "seconds" not in info:  # every stage's wall time, for summary.json and nightly comparisons
+            markers.mark_stage(name, **{k: v for k, v in info.items() if k not in ("stage", "finished")},
+                               seconds=time.perf_counter() - start)
     _log(f"audit finished in {time.perf_counter() - total:.1f}s", quiet)
     return json.loads((run / "summary.json").read_text())

@@ -29,6 +29,11 @@ def test_the_run_directory_holds_report_summary_zarr_and_parquet(audit):
     flags = pq.read_table(out / "tables" / "flags")
     assert set(flags.column_names) >= {"artifact_score", "artifact_suspect", "mislabel_score", "mislabel_suspect"}
     assert json.loads((out / "summary.json").read_text()) == summary
+    # wall time of every stage before flags, for nightly comparisons
+    assert set(summary["stages"]) == {"data", "train", "explain", "dynamics", "spray"}
+    assert all(stage["seconds"] > 0 for stage in summary["stages"].values())
+    explain = summary["stages"]["explain"]
+    assert explain["samples_per_second"] == pytest.approx(1257 / explain["seconds"], rel=1e-2)
 
 
 def test_lrp_heatmaps_conserve_the_explained_logit(audit):
