@@ -91,6 +91,14 @@ def write_report(run: Path) -> Path:
                f"{_e(summary['dataset'].get('name'))} · {summary['samples']['total']} samples · model accuracy "
                f"{_fmt(summary['model'].get('train_accuracy'))} (training labels), "
                f"{_fmt(summary['model'].get('test_accuracy'))} (test)</div>")
+    stages = summary.get("stages") or {}
+    order = ["data", "train", "explain", "dynamics", "spray"]  # pipeline order (the JSON keys are sorted)
+    timed = [f"{_e(name)} {stages[name]['seconds']:.1f} s" for name in sorted(stages, key=lambda k: (k not in order,
+             order.index(k) if k in order else 0, k)) if stages[name].get("seconds") is not None]
+    if timed:
+        rate = stages.get("explain", {}).get("samples_per_second")
+        out.append(f"<div class='muted'>stage times: {' · '.join(timed)}"
+                   + (f" (explain {rate:.0f} samples/s)" if rate else "") + "</div>")
     flagged = ch["flagged_clusters"]
     out.append("<div class='cards' style='margin-top:16px'>")
     out.append(f"<div class='card {'flag' if flagged else ''}'><b>{len(flagged)}</b>Clever-Hans cluster(s)</div>")
