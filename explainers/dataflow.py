@@ -96,6 +96,7 @@ class Call:
     explained: bool = True
     ndim: int | None = None  # of the (first) output
     shape: tuple[int, ...] | None = None  # of the (first) output, for the traced sample
+    input_shapes: list[tuple[int, ...]] = field(default_factory=list)  # of the input-dependent inputs
 
 
 @dataclass
@@ -129,7 +130,9 @@ class _Recorder(TorchFunctionMode):
 
     def add(self, call: Call, inputs: object, outputs: object) -> int:
         index = len(self.calls)
-        call.sources = [self.producer.get(id(t), _UNKNOWN) for t in _dependent(inputs)]
+        dependent = _dependent(inputs)
+        call.sources = [self.producer.get(id(t), _UNKNOWN) for t in dependent]
+        call.input_shapes = [tuple(t.shape) for t in dependent]
         for source in call.sources:
             if source != _UNKNOWN:
                 self.calls[source].readers.append(index)
@@ -351,9 +354,9 @@ def _pool_folds(calls: list[Call], first: nn.Module | None) -> list[tuple[nn.Mod
         pool = call.module
         if not isinstance(pool, AVG_POOL) or runs[id(pool)] != 1 or len(call.sources) != 1:
             continue
-        source = call.sources[0]
-        if source == _UNKNOWN or calls[source].shape is None or call.shape is None:
+        if call.shape is None or len(call.input_shapes) != 1:
             continue
+        in_shape = call.input_shapes[0]
         readers = _final_readers(calls, index)
         if len(readers) != 1:
             continue
@@ -369,9 +372,9 @@ def _pool_folds(calls: list[Call], first: nn.Module | None) -> list[tuple[nn.Mod
                 calls[i].operation in _FLATTENING or (calls[i].module is not None and is_pass_through(calls[i].module))
                 for i in path
             )
-            and math.prod(calls[source].shape[1:]) < math.prod(call.shape[1:]) == linear.module.in_features
+            and math.prod(in_shape[1:]) < math.prod(call.shape[1:]) == linear.module.in_features
         ):
-            found.append((pool, linear.module, calls[source].shape[1:]))
+            found.append((pool, linear.module, in_shape[1:]))
     return found
 
 

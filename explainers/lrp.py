@@ -44,6 +44,39 @@ class _Prepared(NamedTuple):
     channels_last: bool  # run inputs channels-last
 
 
+def _merged_copy(model: nn.Module, flow, pool_folds, sample: Tensor):
+    """A copy of ``model`` with ``pool_folds`` merged and ``flow`` pointing into it, or ``None``.
+
+    The merge is checked, not assumed: the copy must give the model's logits on ``sample``
+    (twice, as a batch of 2). Forward code that reshapes the pooling's output to fixed sizes,
+    or views a non-contiguous pooling input, fails that check, and the model is then prepared
+    without merging.
+    """
+    with torch.inference_mode(False):
+        merged = copy.deepcopy(model)
+    memo = {id(old): new for old, new in zip(model.modules(), merged.modules())}
+    flow = dataclasses.replace(
+        flow,
+        first=memo.get(id(flow.first)),
+        folds=[(memo[id(a)], memo[id(b)]) for a, b in flow.folds],
+        gates=[memo[id(g)] for g in flow.gates],
+        relu_fed=[memo[id(m)] for m in flow.relu_fed],
+        pool_folds=[(memo[id(a)], memo[id(b)], in_shape) for a, b, in_shape in pool_folds],
+    )
+    pair = torch.cat([sample, sample])
+    try:
+        with torch.inference_mode(False), torch.no_grad():
+            fold_average_pools(merged, flow.pool_folds)
+            expected, got = model(pair), merged(pair)
+        scale = float(expected.abs().max()) if expected.numel() else 0.0
+        same = isinstance(got, Tensor) and got.shape == expected.shape
+        if not (same and torch.allclose(got, expected, rtol=1e-4, atol=1e-5 * scale)):
+            return None
+    except RuntimeError:
+        return None
+    return merged, flow
+
+
 class LRP:
     """LRP explainer: ``LRP(model, composite)(x, target) -> relevance`` shaped like ``x``.
 
@@ -141,26 +174,20 @@ class LRP:
                 flow = trace(model, sample)
             pool_folds = flow.pool_folds if _FOLD_POOLS else []
             if pool_folds:  # the rewritten copy only fits this input shape: keep the original for others
-                with torch.inference_mode(False):
-                    model = copy.deepcopy(model)
-                memo = {id(old): new for old, new in zip(self._model.modules(), model.modules())}
-                flow = dataclasses.replace(
-                    flow,
-                    first=memo.get(id(flow.first)),
-                    folds=[(memo[id(a)], memo[id(b)]) for a, b in flow.folds],
-                    gates=[memo[id(g)] for g in flow.gates],
-                    relu_fed=[memo[id(m)] for m in flow.relu_fed],
-                )
-                pool_folds = [(memo[id(a)], memo[id(b)], in_shape) for a, b, in_shape in pool_folds]
+                merged = _merged_copy(model, flow, pool_folds, sample.contiguous(memory_format=torch.channels_last)
+                                      if channels_last else sample)  # fmt: skip
+                if merged is None:
+                    pool_folds = []
+                else:
+                    model, flow = merged
             try:  # from here on the copy is rewritten: a failure leaves it unusable
                 with torch.inference_mode(False), torch.no_grad():
                     fold_batch_norms(model, flow.folds)
-                    fold_average_pools(model, pool_folds)
                     first = self._rule_map.apply(model, flow.first, flow.gates, flow.relu_fed)
                     if channels_last:  # weights in the layout of the activations: no conversion per call
                         model.to(memory_format=torch.channels_last)
             except BaseException as error:
-                if not pool_folds:
+                if not pool_folds:  # the original itself was being rewritten
                     self._model = None
                 raise RuntimeError("preparing the LRP model failed; build a new explainer") from error
             prepared = _Prepared(DeviceCopies(model), bool(getattr(first, "yields_relevance", False)), channels_last)

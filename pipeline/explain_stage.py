@@ -262,7 +262,10 @@ def _malloc_trim_threshold() -> str | None:
 
 def warn_about_malloc_trim(client) -> None:
     """Say so when workers run with ``MALLOC_TRIM_THRESHOLD_`` set (Dask's nanny default; see pipeline.cluster)."""
-    values = {value for value in client.run(_malloc_trim_threshold).values() if value}
+    try:
+        values = {value for value in client.run(_malloc_trim_threshold).values() if value}
+    except Exception:  # noqa: BLE001 - a worker that cannot answer must not stop the stage over a warning
+        return
     if values:
         print(f"unhans: the Dask workers run with MALLOC_TRIM_THRESHOLD_={'/'.join(sorted(values))}, which makes "
               "torch much slower (every tensor a fresh mmap); start them without it, see README "

@@ -624,3 +624,38 @@ def test_copies_prepared_per_input_shape_are_bounded(monkeypatch):
     results = [explainer(images(2, channels=3, size=size, seed=size), targets(2, 5)) for size in sizes]
     assert len(explainer._prepared) == 2  # 12 and the re-prepared 4; 8 was dropped
     assert torch.equal(results[-1], results[0])  # a dropped shape is prepared again, identically
+
+
+class _PoolThenLinear(nn.Module):
+    """Conv features (2×2 maps at 8×8 inputs) → AdaptiveAvgPool2d(4) → a reshape → Linear, the reshape varying."""
+
+    def __init__(self, reshape: str) -> None:
+        super().__init__()
+        torch.manual_seed(4)
+        self.reshape = reshape
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(4))
+        self.avgpool = nn.AdaptiveAvgPool2d(4)
+        width = 6 if reshape == "split" else 8
+        self.fc = nn.Linear(width * 16, 5)
+
+    def forward(self, x):
+        f = self.features(x)
+        if self.reshape == "fixed":  # batch-independent sizes written out
+            return self.fc(self.avgpool(f).view(-1, 8 * 16))
+        if self.reshape == "transposed":  # a non-contiguous pooling input, then .view
+            return self.fc(self.avgpool(f.transpose(2, 3)).view(f.shape[0], -1))
+        _, second = torch.split(f, [2, 6], dim=1)  # the pooling reads the second (larger) output of a split
+        return self.fc(torch.flatten(self.avgpool(second), 1))
+
+
+@pytest.mark.parametrize("reshape", ["fixed", "transposed", "split"])
+def test_pooling_merge_is_checked_and_skipped_when_the_forward_code_does_not_allow_it(reshape, monkeypatch):
+    import explainers.lrp
+
+    model = _PoolThenLinear(reshape).eval()
+    x, t = images(3, channels=3, size=8, seed=7), targets(3, 5)
+    explainer = LRP(model)
+    merged = explainer(x, t)
+    assert list(explainer._prepared) == ([(3, 8, 8)] if reshape == "split" else [None])  # merged only where valid
+    monkeypatch.setattr(explainers.lrp, "_FOLD_POOLS", False)
+    assert relative_l2(merged, LRP(model)(x, t)) < 1e-5
