@@ -24,6 +24,15 @@ import torch
 from torch import nn
 
 
+def _replace_by_identity(model: nn.Module, merged: list[nn.Module]) -> None:
+    """Replace every occurrence of the ``merged`` modules in ``model`` by ``nn.Identity``."""
+    folded = {id(module) for module in merged}
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if id(child) in folded:
+                setattr(parent, name, nn.Identity())
+
+
 @torch.no_grad()
 def _fold(layer: nn.Module, norm: nn.Module) -> None:
     scale = (norm.running_var + norm.eps).rsqrt()
@@ -40,13 +49,9 @@ def _fold(layer: nn.Module, norm: nn.Module) -> None:
 
 def fold_batch_norms(model: nn.Module, pairs: list[tuple[nn.Module, nn.Module]]) -> None:
     """Merge every ``(layer, batch_norm)`` pair into ``layer``, in place; the BatchNorms become ``nn.Identity``."""
-    folded = {id(norm) for _, norm in pairs}
     for layer, norm in pairs:
         _fold(layer, norm)
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if id(child) in folded:
-                setattr(parent, name, nn.Identity())
+    _replace_by_identity(model, [norm for _, norm in pairs])
 
 
 @torch.no_grad()
@@ -64,12 +69,8 @@ def _pooled_weight(pool: nn.Module, weight: torch.Tensor, in_shape: tuple[int, .
 
 def fold_average_pools(model: nn.Module, folds: list[tuple[nn.Module, nn.Linear, tuple[int, ...]]]) -> None:
     """Merge every ``(pool, linear, pool input shape)`` into ``linear``, in place; the poolings become ``nn.Identity``."""
-    folded = {id(pool) for pool, _, _ in folds}
     for pool, linear, in_shape in folds:
         weight = _pooled_weight(pool, linear.weight.detach(), tuple(in_shape))
         linear.weight = nn.Parameter(weight, requires_grad=False)
         linear.in_features = weight.shape[1]
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if id(child) in folded:
-                setattr(parent, name, nn.Identity())
+    _replace_by_identity(model, [pool for pool, _, _ in folds])

@@ -19,7 +19,7 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from .target import check_inputs
+from .target import check_inputs, check_logits
 
 #: ``target`` value meaning "the class with the highest logit", decided in the same forward pass
 PREDICTED = "predicted"
@@ -45,9 +45,7 @@ def check_target(x: Tensor, target: Tensor | str) -> Tensor | None:
 
 def resolve_target(logits: Tensor, target: Tensor | None) -> Tensor:
     """``target``, or the predicted class (``argmax`` of ``logits``) when it is ``None``."""
-    if not isinstance(logits, Tensor) or logits.ndim != 2:
-        got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-        raise ValueError(f"model output must be a tensor of shape (B, classes), got {got}")
+    check_logits(logits)
     return logits.detach().argmax(1) if target is None else target
 
 

@@ -165,17 +165,17 @@ class LRP:
             channels_last = _CHANNELS_LAST and (
                 x.ndim == 4 and x.device.type == "cpu" and any(isinstance(m, nn.Conv2d) for m in model.modules())
             )
+            traced = sample.contiguous(memory_format=torch.channels_last) if channels_last else sample
             if channels_last:
                 try:
-                    flow = trace(model, sample.contiguous(memory_format=torch.channels_last))
+                    flow = trace(model, traced)
                 except RuntimeError:  # e.g. forward code calling .view() on activations
-                    channels_last = False
+                    channels_last, traced = False, sample
             if not channels_last:
-                flow = trace(model, sample)
+                flow = trace(model, traced)
             pool_folds = flow.pool_folds if _FOLD_POOLS else []
             if pool_folds:  # the rewritten copy only fits this input shape: keep the original for others
-                merged = _merged_copy(model, flow, pool_folds, sample.contiguous(memory_format=torch.channels_last)
-                                      if channels_last else sample)  # fmt: skip
+                merged = _merged_copy(model, flow, pool_folds, traced)
                 if merged is None:
                     pool_folds = []
                 else:

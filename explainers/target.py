@@ -28,11 +28,17 @@ def check_inputs(x: Tensor, target: Tensor) -> Tensor:
     return target
 
 
-def target_scores(logits: Tensor, target: Tensor) -> Tensor:
-    """``logits[b, target[b]]`` for a (B, C) output; shape (B,)."""
+def check_logits(logits: object) -> Tensor:
+    """``logits`` if it is a (B, classes) tensor; else ValueError saying what the model returned."""
     if not isinstance(logits, Tensor) or logits.ndim != 2:
         got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
         raise ValueError(f"model output must be a tensor of shape (B, classes), got {got}")
+    return logits
+
+
+def target_scores(logits: Tensor, target: Tensor) -> Tensor:
+    """``logits[b, target[b]]`` for a (B, C) output; shape (B,)."""
+    check_logits(logits)
     if target.numel() and (int(target.min()) < 0 or int(target.max()) >= logits.shape[1]):
         raise ValueError(f"target out of range for {logits.shape[1]} classes")
     return logits.gather(1, target[:, None].to(logits.device))[:, 0]

@@ -23,6 +23,17 @@ def small_cnn(bias: bool = True) -> nn.Module:
     )  # fmt: skip
 
 
+def randomize_batch_norms(model: nn.Module) -> nn.Module:
+    """Non-trivial running statistics and affine parameters for every BatchNorm; eval mode."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            nn.init.uniform_(module.weight, 0.5, 1.5)
+            nn.init.uniform_(module.bias, -0.2, 0.2)
+    return model.eval()
+
+
 def bn_cnn() -> nn.Module:
     torch.manual_seed(1)
     model = nn.Sequential(
@@ -30,13 +41,7 @@ def bn_cnn() -> nn.Module:
         nn.Conv2d(8, 8, 3, stride=2), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
         nn.Flatten(), nn.Linear(32, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 5),
     )  # fmt: skip
-    for module in model.modules():  # non-trivial running statistics and affine parameters
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
-            nn.init.uniform_(module.weight, 0.5, 1.5)
-            nn.init.uniform_(module.bias, -0.2, 0.2)
-    return model.eval()
+    return randomize_batch_norms(model)
 
 
 def images(batch: int = 6, channels: int = 1, size: int = 16, seed: int = 0) -> torch.Tensor:
@@ -384,16 +389,6 @@ class PreActivation(nn.Module):
         a = self.conv0(x)
         features = self.conv1(a) + torch.cat([a, a], dim=1)
         return self.head(torch.relu(self.bn(features)).flatten(1))
-
-
-def randomize_batch_norms(model: nn.Module) -> nn.Module:
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
-            nn.init.uniform_(module.weight, 0.5, 1.5)
-            nn.init.uniform_(module.bias, -0.2, 0.2)
-    return model.eval()
 
 
 def test_batch_norms_are_folded_by_data_flow_not_registration_order():
