@@ -93,8 +93,8 @@ def write_report(run: Path) -> Path:
                f"{_fmt(summary['model'].get('test_accuracy'))} (test)</div>")
     stages = summary.get("stages") or {}
     order = ["data", "train", "explain", "dynamics", "spray"]  # pipeline order (the JSON keys are sorted)
-    timed = [f"{_e(name)} {stages[name]['seconds']:.1f} s" for name in sorted(stages, key=lambda k: (k not in order,
-             order.index(k) if k in order else 0, k)) if stages[name].get("seconds") is not None]
+    timed = [f"{_e(name)} {stages[name]['seconds']:.1f} s" for name in order
+             if stages.get(name, {}).get("seconds") is not None]
     if timed:
         rate = stages.get("explain", {}).get("samples_per_second")
         out.append(f"<div class='muted'>stage times: {' · '.join(timed)}"
