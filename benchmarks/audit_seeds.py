@@ -44,8 +44,8 @@ def main() -> None:
     parser.add_argument("--keep", metavar="DIR", help="keep the run directories here")
     args = parser.parse_args()
 
-    from pipeline.audit import run_audit
-    from pipeline.config import from_dict
+    from unhans.pipeline.audit import run_audit
+    from unhans.pipeline.config import from_dict
 
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="unhans-bench-"))
     keys = ["artifact_class_rank", "artifact_precision", "artifact_recall", "mislabel_auroc", "mislabel_precision_at_n"]

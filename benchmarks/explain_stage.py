@@ -51,7 +51,7 @@ def make_data(path: Path, n: int, seed: int = 0) -> None:
 def make_model(path: Path) -> None:
     import torch
 
-    from pipeline.small_cnn import small_cnn
+    from unhans.pipeline.small_cnn import small_cnn
 
     torch.manual_seed(0)
     torch.save(small_cnn(in_channels=3, num_classes=10, image_size=64).state_dict(), path)
@@ -60,10 +60,10 @@ def make_model(path: Path) -> None:
 def child_bare(data: Path, model_path: Path, n: int) -> dict:
     import torch
 
-    from explainers import LRP
-    from pipeline.devices import limit_threads
-    from pipeline.small_cnn import small_cnn
-    from pipeline.sources import SourceSpec
+    from unhans.explainers import LRP
+    from unhans.pipeline.devices import limit_threads
+    from unhans.pipeline.small_cnn import small_cnn
+    from unhans.pipeline.sources import SourceSpec
 
     limit_threads(WORKERS * THREADS)
     model = small_cnn(in_channels=3, num_classes=10, image_size=64)
@@ -81,15 +81,15 @@ def child_bare(data: Path, model_path: Path, n: int) -> dict:
 
 def child_stage(data: Path, model_path: Path, n: int, out: Path) -> dict:
     """The stage as `unhans explain` runs it (same functions), timed and measured on one cluster."""
-    from pipeline.cluster import dask_client
-    from pipeline.config import ExplainRunConfig, from_dict, to_dict
-    from pipeline.explain_command import model_spec, source_spec
-    from pipeline.explain_stage import ExplainJob, check_job, quarantine_summary, run_explain_stage
-    from storage import init_run
+    from unhans.pipeline.cluster import dask_client
+    from unhans.pipeline.config import ExplainRunConfig, from_dict, to_dict
+    from unhans.pipeline.explain_command import model_spec, source_spec
+    from unhans.pipeline.explain_stage import ExplainJob, check_job, quarantine_summary, run_explain_stage
+    from unhans.storage import init_run
 
     config = from_dict({
         "input": {"kind": "npy", "path": str(data)},
-        "model": {"kind": "factory", "factory": "pipeline.small_cnn:small_cnn", "checkpoint": str(model_path),
+        "model": {"kind": "factory", "factory": "unhans.pipeline.small_cnn:small_cnn", "checkpoint": str(model_path),
                   "kwargs": {"in_channels": 3, "num_classes": 10, "image_size": 64}},
         "cluster": {"workers": WORKERS, "threads_per_worker": THREADS},
     }, ExplainRunConfig)

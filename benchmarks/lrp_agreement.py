@@ -56,7 +56,7 @@ def distance(name: str, size: int, bn_eps: float | None = None) -> float:
     from zennit.composites import EpsilonPlusFlat
     from zennit.torchvision import ResNetCanonizer, VGGCanonizer
 
-    from explainers import LRP
+    from unhans.explainers import LRP
 
     model = randomized(name)
     if bn_eps is not None:

@@ -83,7 +83,7 @@ def methods(name: str, model: nn.Module, which=METHODS) -> dict:
     """Callables ``(x, target) -> relevance`` for every method, each on its own copy of the model where needed."""
     import copy
 
-    from explainers import LRP
+    from unhans.explainers import LRP
 
     calls = {}
     if "gradient" in which:

@@ -60,8 +60,8 @@ class Outcome:
 
 def clean_training_set(seed: int):
     """Digits at 32x32 with clean labels and no corner tag; split and upsampling as in the audit."""
-    from pipeline.config import from_dict
-    from pipeline.digits import load_digits_dataset
+    from unhans.pipeline.config import from_dict
+    from unhans.pipeline.digits import load_digits_dataset
 
     config = from_dict({"dataset": {"seed": seed, "image_size": 32, "label_noise": {"rate": 0.0},
                                     "artifact": {"fraction": 0.0}}})
@@ -72,9 +72,9 @@ def fit(images: np.ndarray, labels: np.ndarray, seed: int, recorder=None):
     """The shared recipe: a fresh small CNN trained with ``TrainingConfig()`` defaults; returns (model, Cost)."""
     import torch
 
-    from pipeline.config import TrainingConfig
-    from pipeline.small_cnn import small_cnn
-    from pipeline.training import train_classifier
+    from unhans.pipeline.config import TrainingConfig
+    from unhans.pipeline.small_cnn import small_cnn
+    from unhans.pipeline.training import train_classifier
 
     start = time.process_time()
     torch.manual_seed(seed)
@@ -109,7 +109,7 @@ def out_of_fold_probabilities(images: np.ndarray, labels: np.ndarray, seed: int)
 
 def noisy_labels(true: np.ndarray, kind: str, rate: float, seed: int, clean_probs: np.ndarray | None) -> np.ndarray:
     """Inject ``kind`` noise at ``rate`` into ``true`` (deterministic in seed, kind and rate)."""
-    from pipeline.defects import flip_labels
+    from unhans.pipeline.defects import flip_labels
 
     rng = np.random.default_rng([seed, KINDS.index(kind), int(round(rate * 100))])
     if kind in ("symmetric", "asymmetric"):
@@ -144,7 +144,7 @@ def run_setting(images, true, noisy, seed: int) -> dict[str, Outcome]:
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
 
-    from spray.dynamics import DynamicsRecorder
+    from unhans.spray.dynamics import DynamicsRecorder
 
     flipped = noisy != true
     results = {}
@@ -209,7 +209,7 @@ def main() -> None:
     kinds = args.kinds or (["asymmetric", "instance"] if args.quick else list(KINDS))
     rates = args.rates or ([0.4] if args.quick else list(RATES))
 
-    from pipeline.devices import limit_threads
+    from unhans.pipeline.devices import limit_threads
 
     limit_threads(1)
     wall = time.perf_counter()

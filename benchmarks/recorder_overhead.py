@@ -37,11 +37,11 @@ def main() -> None:
     import torch
     import torch.nn.functional as F
 
-    from pipeline.config import TrainingConfig, from_dict
-    from pipeline.devices import limit_threads
-    from pipeline.digits import load_digits_dataset
-    from pipeline.small_cnn import small_cnn
-    from spray.dynamics import DynamicsRecorder
+    from unhans.pipeline.config import TrainingConfig, from_dict
+    from unhans.pipeline.devices import limit_threads
+    from unhans.pipeline.digits import load_digits_dataset
+    from unhans.pipeline.small_cnn import small_cnn
+    from unhans.spray.dynamics import DynamicsRecorder
 
     limit_threads(args.threads)
     data = load_digits_dataset(from_dict({}).dataset).train

@@ -139,8 +139,8 @@ class Steps:
 
 def warm_up(seed: int) -> None:
     """Compile pynndescent's and UMAP's numba functions once (inputs above EXACT_REDUCED_LIMIT take NN-descent)."""
-    from spray.embedding_map import umap_map
-    from spray.graph import EXACT_REDUCED_LIMIT, knn_graph
+    from unhans.spray.embedding_map import umap_map
+    from unhans.spray.graph import EXACT_REDUCED_LIMIT, knn_graph
 
     x = np.random.default_rng(seed).random((EXACT_REDUCED_LIMIT + 1000, 4), dtype=np.float32)
     knn_graph(x, 15, seed)
@@ -151,12 +151,12 @@ def warm_up(seed: int) -> None:
 def scalable(n: int, seed: int, n_neighbors: int, max_clusters: int, components: int) -> dict:
     from sklearn.metrics import adjusted_rand_score
 
-    from spray.clustering import cluster_embedding
-    from spray.eigengap import eigengap_candidates
-    from spray.embedding_map import umap_map
-    from spray.graph import affinity_matrix, knn_graph
-    from spray.reduction import pca_reduce
-    from spray.spectral import spectral_embedding
+    from unhans.spray.clustering import cluster_embedding
+    from unhans.spray.eigengap import eigengap_candidates
+    from unhans.spray.embedding_map import umap_map
+    from unhans.spray.graph import affinity_matrix, knn_graph
+    from unhans.spray.reduction import pca_reduce
+    from unhans.spray.spectral import spectral_embedding
 
     source = Source(n, seed)
     steps = Steps()
@@ -229,7 +229,7 @@ def dense_corelay(features: np.ndarray, n_neighbors: int, n_clusters: int, seed:
 def dense_comparison(n: int, seed: int, n_neighbors: int, max_clusters: int, eigh: bool) -> dict:
     from sklearn.metrics import adjusted_rand_score
 
-    from spray.analysis import analyze_group
+    from unhans.spray.analysis import analyze_group
 
     features = np.concatenate([chunk_heatmaps(chunk_labels(size, seed, i), seed, i)
                                for i, size in enumerate(Source(n, seed).sizes)])

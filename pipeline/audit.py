@@ -19,7 +19,7 @@ from .model_spec import ModelSpec
 
 INPUTS = "inputs"
 MODEL_FILE = "model.pt"
-MODEL_FACTORY = "pipeline.small_cnn:small_cnn"
+MODEL_FACTORY = "unhans.pipeline.small_cnn:small_cnn"
 
 
 @dataclass
@@ -55,7 +55,7 @@ def stage_data(config: AuditConfig, paths: AuditPaths, markers, quiet: bool) -> 
     """Build the embedded dataset with its defects; keep ground truth in its own table."""
     import pyarrow as pa
 
-    from storage import update_manifest, write_table
+    from unhans.storage import update_manifest, write_table
 
     from .digits import load_digits_dataset
 
@@ -93,8 +93,8 @@ def stage_train(config: AuditConfig, paths: AuditPaths, markers, quiet: bool) ->
 
     import torch
 
-    from spray.dynamics import DynamicsRecorder
-    from storage import update_manifest
+    from unhans.spray.dynamics import DynamicsRecorder
+    from unhans.storage import update_manifest
 
     from .devices import available_cores, limit_threads, resolve_device
     from .small_cnn import small_cnn
@@ -163,8 +163,8 @@ def stage_explain(config: AuditConfig, paths: AuditPaths, markers, quiet: bool) 
 
 
 def stage_dynamics(config: AuditConfig, paths: AuditPaths, markers, quiet: bool) -> None:
-    from spray.dynamics import load_trajectory, statistics_from_trajectory
-    from storage import write_table
+    from unhans.spray.dynamics import load_trajectory, statistics_from_trajectory
+    from unhans.storage import write_table
 
     table = statistics_from_trajectory(load_trajectory(paths.run))
     write_table(paths.run, "dynamics", table)
@@ -188,15 +188,15 @@ def stage_flags(config: AuditConfig, paths: AuditPaths, markers, quiet: bool) ->
     """Per-sample flags and scores, the class ranking, and summary.json."""
     import pyarrow as pa
 
-    from spray import ClusterEvidence, flag_classes, rank_classes
-    from storage import read_table, write_table
-    from storage.atomic import write_json_atomic
+    from unhans.spray import ClusterEvidence, flag_classes, rank_classes
+    from unhans.storage import read_table, write_table
+    from unhans.storage.atomic import write_json_atomic
 
-    from spray.clever_hans import FLAG_SCORE
+    from unhans.spray.clever_hans import FLAG_SCORE
 
     from .evaluation import evaluate
 
-    spray_info = json.loads((paths.run / "spray.json").read_text())
+    spray_info = json.loads((paths.run / "unhans.spray.json").read_text())
     evidence = [ClusterEvidence(**{k: v for k, v in c["candidate"].items() if k not in ("confirmation", "window")},
                                 window=tuple(c["candidate"]["window"]))
                 for c in spray_info["classes"] if c["candidate"] is not None]
@@ -297,7 +297,7 @@ def run_audit(config: AuditConfig, out: str | Path, *, force: bool = False, quie
     """
     import shutil
 
-    from storage import init_run
+    from unhans.storage import init_run
 
     run = Path(out)
     if force and run.exists():

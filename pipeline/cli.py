@@ -199,7 +199,7 @@ def _cmd_explain(args) -> int:
 def _cmd_dynamics(args) -> int:
     import numpy as np
 
-    from spray.dynamics import load_trajectory, statistics_from_trajectory
+    from unhans.spray.dynamics import load_trajectory, statistics_from_trajectory
 
     table = statistics_from_trajectory(load_trajectory(args.run))
     if args.out:

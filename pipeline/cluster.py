@@ -91,26 +91,3 @@ def _local_cluster(config: ClusterConfig, gpus: int):
             env=worker_environment(config.threads_per_worker),
         )
     return cluster
-
-
-def ensure_project_importable() -> None:
-    """Make ``import storage`` find unhans's package inside a Dask worker.
-
-    A worker puts its local directory first on ``sys.path``, and that directory holds a spill
-    folder named ``storage``: with an editable install, Python would import that empty
-    folder as a namespace package instead of unhans's ``storage``. Called on the worker
-    before any task imports the project's packages.
-    """
-    import importlib
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    spec = importlib.util.find_spec("storage")
-    if spec is not None and spec.origin is not None and spec.origin.endswith("__init__.py"):
-        return
-    root = str(Path(__file__).resolve().parents[1])
-    if sys.path[:1] != [root]:
-        sys.path.insert(0, root)
-    sys.modules.pop("storage", None)
-    importlib.invalidate_caches()

@@ -55,7 +55,7 @@ def run_explain(config: ExplainRunConfig, out: str | Path, *, force: bool = Fals
     """Explain every sample; returns {'samples', 'quarantined', 'quarantine_examples', 'seconds', ...}."""
     import shutil
 
-    from storage import init_run, update_manifest
+    from unhans.storage import init_run, update_manifest
 
     from .cluster import dask_client
 
@@ -89,7 +89,7 @@ def run_explain(config: ExplainRunConfig, out: str | Path, *, force: bool = Fals
             counts = run_explain_stage(job, client, num_samples=num_samples, sample_shape=sample_shape,
                                        progress=not quiet)
         markers.mark_stage(STAGE, seconds=time.perf_counter() - start, **counts)
-    from storage import open_run
+    from unhans.storage import open_run
 
     quarantined, examples = quarantine_summary(run)
     return {"run": str(run), "samples": int(open_run(run).manifest["dataset"]["num_samples"]),

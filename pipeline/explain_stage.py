@@ -53,8 +53,7 @@ def unit_ranges(num_samples: int, shard_size: int) -> list[tuple[int, int, int]]
 
 def make_explainer(model, method: str, composite: str):
     """The explainer of ``method``; LRP with ``composite``. Unknown methods raise ValueError."""
-    import explainers
-
+    from unhans import explainers
     if method == "lrp":
         return explainers.LRP(model, composite=composite)
     if method == "gradient":
@@ -125,7 +124,7 @@ def explain_range(loaded: LoadedJob, start: int, stop: int):
     """Explain samples [start, stop): (heatmaps normalized for storage, table rows)."""
     import torch
 
-    from storage import normalize_for_storage
+    from unhans.storage import normalize_for_storage
 
     job = loaded.job
     batch = loaded.source.load(start, stop)
@@ -187,10 +186,7 @@ def explain_unit(key: str, unit: int, start: int, stop: int) -> dict:
     """A Dask task: explain one unit, write its shard and table part, then its marker."""
     from distributed import get_worker
 
-    from .cluster import ensure_project_importable
-
-    ensure_project_importable()
-    from storage import Markers, open_heatmap_array, write_part
+    from unhans.storage import Markers, open_heatmap_array, write_part
 
     loaded = get_worker().plugins[f"unhans-explain-{key}"].loaded
     run_dir = Path(loaded.job.run_dir)
@@ -210,9 +206,6 @@ class ExplainerPlugin(WorkerPlugin):
         self.loaded = None
 
     def setup(self, worker=None):
-        from .cluster import ensure_project_importable
-
-        ensure_project_importable()
         self.loaded = LoadedJob(self.job)
 
     def teardown(self, worker=None):
@@ -278,7 +271,7 @@ def run_explain_stage(job: ExplainJob, client, *, num_samples: int, sample_shape
     from distributed import as_completed
     from tqdm.auto import tqdm
 
-    from storage import Markers, create_heatmap_array
+    from unhans.storage import Markers, create_heatmap_array
 
     run_dir = Path(job.run_dir)
     create_heatmap_array(run_dir, num_samples, sample_shape, job.shard_size, job.heatmap_dtype)
@@ -308,7 +301,7 @@ def quarantine_summary(run_dir: Path, limit: int = 10) -> tuple[int, list[str]]:
     """(number of quarantined samples, up to ``limit`` lines 'sample id, source: reason')."""
     import pyarrow.compute as pc
 
-    from storage import read_table
+    from unhans.storage import read_table
 
     table = read_table(run_dir, SAMPLES_TABLE, columns=["sample_id", "source", "status", "error"])
     bad = table.filter(pc.not_equal(table.column("status"), "ok")).sort_by("sample_id")

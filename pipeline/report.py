@@ -54,12 +54,12 @@ def _windowed(src: str, window, size_px: int, pixels: int, width: int = 96) -> s
 
 def write_report(run: Path) -> Path:
     """Render the report of a run whose flags stage has finished."""
-    from storage import open_run
+    from unhans.storage import open_run
 
     run = Path(run)
     r = open_run(run)
     summary = json.loads((run / "summary.json").read_text())
-    spray_info = json.loads((run / "spray.json").read_text())
+    spray_info = json.loads((run / "unhans.spray.json").read_text())
     means = np.load(run / "spray_cluster_means.npz")
     images = np.load(run / "inputs" / "images.npy", mmap_mode="r")
     samples = r.table("samples").sort_by("sample_id")
@@ -195,7 +195,7 @@ def write_report(run: Path) -> Path:
     out.append(f"<h2>Configuration</h2><pre>{_e(json.dumps(summary['config'], indent=2))}</pre>")
     out.append(f"<p class='muted'>versions: {_e(json.dumps(summary.get('versions', {})))}</p></body></html>")
     path = run / "report.html"
-    from storage.atomic import write_bytes_atomic
+    from unhans.storage.atomic import write_bytes_atomic
 
     write_bytes_atomic(path, "".join(out).encode())
     return path

@@ -207,7 +207,7 @@ def build_image_index(spec: SourceSpec, out: Path) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from storage.atomic import write_parquet_atomic
+    from unhans.storage.atomic import write_parquet_atomic
 
     if spec.kind == "imagefolder":
         root = Path(spec.path)

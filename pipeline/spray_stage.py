@@ -21,7 +21,7 @@ class Explanations:
     """Read access to a run's relevance heatmaps (stored value × per-sample scale)."""
 
     def __init__(self, run: Path):
-        from storage import open_run
+        from unhans.storage import open_run
 
         r = open_run(run)
         table = r.table("samples", columns=["sample_id", "target", "scale", "status"]).sort_by("sample_id")
@@ -53,7 +53,7 @@ class Explanations:
 
 
 def _class_share_sums(explanations: Explanations, classes: np.ndarray) -> dict[int, np.ndarray]:
-    from spray import relevance_shares
+    from unhans.spray import relevance_shares
 
     sums = {int(k): np.zeros(explanations.map_shape) for k in classes}
     for start, stop, maps in explanations.shards():
@@ -85,11 +85,11 @@ def run_spray_stage(run: Path, images_path: Path, cfg: SprayConfig, *, model_spe
     import pyarrow as pa
     from tqdm.auto import tqdm
 
-    from spray import (ClusterEvidence, analyze_group, class_evidence, confirm_candidate, normalize_features,
+    from unhans.spray import (ClusterEvidence, analyze_group, class_evidence, confirm_candidate, normalize_features,
                        pattern_carriers, pool_by_group, pool_heatmaps, region_relevance, relevance_shares,
                        sample_artifact_scores, umap_map)
-    from storage import read_table, write_table
-    from storage.atomic import write_json_atomic
+    from unhans.storage import read_table, write_table
+    from unhans.storage.atomic import write_json_atomic
 
     explanations = Explanations(run)
     images = np.load(images_path, mmap_mode="r")
@@ -181,5 +181,5 @@ def run_spray_stage(run: Path, images_path: Path, cfg: SprayConfig, *, model_spe
         "umap_y": pa.array(umap_xy[:, 1], pa.float32()),
     }))
     np.savez_compressed(run / "spray_cluster_means.npz", **cluster_means)
-    write_json_atomic(run / "spray.json", {"window": window, "pixel_std": pixel_std, "classes": report_classes})
+    write_json_atomic(run / "unhans.spray.json", {"window": window, "pixel_std": pixel_std, "classes": report_classes})
     return {"classes": len(classes), "clusters": sum(c["n_clusters"] for c in report_classes)}

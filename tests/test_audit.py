@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 import zarr
 
-from pipeline import run_audit
-from pipeline.config import AuditConfig
+from unhans.pipeline import run_audit
+from unhans.pipeline.config import AuditConfig
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_default_config_finds_the_tag_and_the_flipped_labels(audit):
 def test_report_is_self_contained_and_escapes_user_controlled_text(audit, tmp_path):
     import shutil
 
-    from pipeline.report import write_report
+    from unhans.pipeline.report import write_report
 
     out, _ = audit
     text = (out / "report.html").read_text()
@@ -81,14 +81,14 @@ def test_a_rerun_recomputes_nothing(audit):
 
 def test_a_different_config_for_the_same_directory_is_refused(audit):
     out, _ = audit
-    from storage import RunMismatchError
+    from unhans.storage import RunMismatchError
 
     with pytest.raises(RunMismatchError, match=r"dataset\.seed"):
         run_audit(AuditConfig().with_seed(1), out, quiet=True)
 
 
 def test_cli_help_imports_no_heavy_library():
-    code = ("import sys; from pipeline.cli import build_parser; build_parser().format_help(); "
+    code = ("import sys; from unhans.pipeline.cli import build_parser; build_parser().format_help(); "
             "heavy = {'torch', 'dask', 'distributed', 'zarr', 'umap', 'sklearn'} & set(sys.modules); "
             "print(sorted(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -98,7 +98,7 @@ def test_cli_help_imports_no_heavy_library():
 def test_cli_rejects_a_bad_config_before_any_work(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("dataset:\n  artifact: {colour: red}\n")
-    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "audit", str(bad), "--out", str(tmp_path / "r")],
+    result = subprocess.run([sys.executable, "-m", "unhans.pipeline.cli", "audit", str(bad), "--out", str(tmp_path / "r")],
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert "dataset.artifact.colour" in result.stderr

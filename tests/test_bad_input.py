@@ -10,14 +10,14 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.config import ConfigError, ExplainRunConfig, from_dict
-from pipeline.explain_command import run_explain
-from pipeline.explain_stage import ExplainJob, LoadedJob, explain_range
-from pipeline.model_spec import ModelLoadError, ModelSpec
-from pipeline.small_cnn import small_cnn
-from pipeline.sources import SourceError, SourceSpec, TransformSpec, build_image_index
+from unhans.pipeline.config import ConfigError, ExplainRunConfig, from_dict
+from unhans.pipeline.explain_command import run_explain
+from unhans.pipeline.explain_stage import ExplainJob, LoadedJob, explain_range
+from unhans.pipeline.model_spec import ModelLoadError, ModelSpec
+from unhans.pipeline.small_cnn import small_cnn
+from unhans.pipeline.sources import SourceError, SourceSpec, TransformSpec, build_image_index
 
-FACTORY = "pipeline.small_cnn:small_cnn"
+FACTORY = "unhans.pipeline.small_cnn:small_cnn"
 
 
 def layernorm_net():
@@ -178,7 +178,7 @@ def test_input_shape_the_model_cannot_take(arrays):
 
 
 def test_model_with_layers_lrp_cannot_explain_names_them(arrays):
-    from explainers import UnsupportedModelError
+    from unhans.explainers import UnsupportedModelError
 
     _fails(arrays, UnsupportedModelError, r"2 \(LayerNorm\)", model__factory="test_bad_input:layernorm_net",
            model__checkpoint=None, model__kwargs=None)
@@ -273,7 +273,7 @@ def test_image_folder_with_three_corrupt_jpegs_quarantines_exactly_those(tmp_pat
     for i, path in enumerate(corrupt):
         path.write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(i, 200)))
     torch.save(small_cnn(in_channels=3, num_classes=2).state_dict(), tmp_path / "model.pt")
-    command = [sys.executable, "-m", "pipeline.cli", "explain", "--input-kind", "imagefolder", "--input", str(folder),
+    command = [sys.executable, "-m", "unhans.pipeline.cli", "explain", "--input-kind", "imagefolder", "--input", str(folder),
                "--model", FACTORY, "--checkpoint", str(tmp_path / "model.pt"), "--num-classes", "2",
                "--out", str(tmp_path / "run"), "--workers", "1", "--quiet"]
     (tmp_path / "cfg.yaml").write_text("model: {kwargs: {in_channels: 3}}\n")

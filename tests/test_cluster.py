@@ -3,9 +3,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from pipeline.config import ExplainRunConfig, from_dict
-from pipeline.explain_command import run_explain
-from pipeline.small_cnn import small_cnn
+from unhans.pipeline.config import ExplainRunConfig, from_dict
+from unhans.pipeline.explain_command import run_explain
+from unhans.pipeline.small_cnn import small_cnn
 
 
 def test_explain_runs_on_an_existing_scheduler_and_leaves_it_running(tmp_path, capsys):
@@ -16,7 +16,7 @@ def test_explain_runs_on_an_existing_scheduler_and_leaves_it_running(tmp_path, c
     torch.save(small_cnn().state_dict(), tmp_path / "m.pt")
     with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster:
         config = from_dict({"input": {"path": str(tmp_path / "x.npy")},
-                            "model": {"factory": "pipeline.small_cnn:small_cnn", "checkpoint": str(tmp_path / "m.pt")},
+                            "model": {"factory": "unhans.pipeline.small_cnn:small_cnn", "checkpoint": str(tmp_path / "m.pt")},
                             "explain": {"shard_size": 32},
                             "cluster": {"scheduler": cluster.scheduler_address}}, ExplainRunConfig)
         result = run_explain(config, tmp_path / "run", quiet=True)
@@ -36,8 +36,8 @@ def _malloc_trim_threshold():
 
 
 def test_local_cluster_workers_start_without_dasks_malloc_trim_threshold():
-    from pipeline.cluster import dask_client
-    from pipeline.config import ClusterConfig
+    from unhans.pipeline.cluster import dask_client
+    from unhans.pipeline.config import ClusterConfig
 
     with dask_client(ClusterConfig(workers=1, threads_per_worker=1), use_gpus=False) as client:
         assert list(client.run(_malloc_trim_threshold).values()) == [None]

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import AuditConfig, ConfigError, from_dict, load_config, to_dict
+from unhans.pipeline.config import AuditConfig, ConfigError, from_dict, load_config, to_dict
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from pipeline.config import DatasetConfig, from_dict
-from pipeline.defects import ASYMMETRIC_PAIRS, TAG_PATTERN, flip_labels, tag_slices
-from pipeline.digits import load_digits_dataset
+from unhans.pipeline.config import DatasetConfig, from_dict
+from unhans.pipeline.defects import ASYMMETRIC_PAIRS, TAG_PATTERN, flip_labels, tag_slices
+from unhans.pipeline.digits import load_digits_dataset
 
 
 def _config(**dataset) -> DatasetConfig:

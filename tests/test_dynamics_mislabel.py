@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from spray.dynamics import DynamicsRecorder
+from unhans.spray.dynamics import DynamicsRecorder
 
 N, K, DIM, NOISE, EPOCHS, BATCH = 600, 4, 8, 0.1, 12, 32
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from spray.dynamics import DynamicsRecorder
-from spray.dynamics import recorder as recorder_module
-from spray.dynamics.trajectory import MISSING
+from unhans.spray.dynamics import DynamicsRecorder
+from unhans.spray.dynamics import recorder as recorder_module
+from unhans.spray.dynamics.trajectory import MISSING
 
 
 def logits_with_margin(margins, labels, num_classes=3):

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 import torch
 
-from spray.dynamics import DynamicsRecorder, load_trajectory, statistics_from_trajectory
+from unhans.spray.dynamics import DynamicsRecorder, load_trajectory, statistics_from_trajectory
 
 K = 3
 NAN = None  # a sample not observed in an epoch

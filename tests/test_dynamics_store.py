@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from spray.dynamics import DynamicsRecorder, load_trajectory, statistics_from_trajectory
-from spray.dynamics.trajectory_store import epoch_path
+from unhans.spray.dynamics import DynamicsRecorder, load_trajectory, statistics_from_trajectory
+from unhans.spray.dynamics.trajectory_store import epoch_path
 
 N, K, BATCH = 50, 4, 8
 
@@ -149,7 +149,7 @@ def test_readers_in_the_same_process_see_every_closed_epoch_without_a_flush(tmp_
 
 
 def test_a_failed_write_is_raised_by_the_next_epoch_and_later_epochs_are_not_stored(tmp_path, monkeypatch):
-    import spray.dynamics.trajectory_store as store_module
+    import unhans.spray.dynamics.trajectory_store as store_module
 
     real_write = store_module._write_file
 

@@ -14,8 +14,8 @@ import pytest
 import yaml
 import zarr
 
-from pipeline import run_audit
-from pipeline.config import from_dict
+from unhans.pipeline import run_audit
+from unhans.pipeline.config import from_dict
 
 CONFIG = {"explain": {"shard_size": 32}, "spray": {"umap": False}}
 
@@ -59,7 +59,7 @@ def _units_done(run: Path) -> int:
 
 def test_sigkill_during_explain_then_rerun_gives_the_uninterrupted_result(reference):
     run = _without_explain(reference, reference / "killed")
-    command = [sys.executable, "-m", "pipeline.cli", "audit", str(reference / "config.yaml"), "--out", str(run), "--quiet"]
+    command = [sys.executable, "-m", "unhans.pipeline.cli", "audit", str(reference / "config.yaml"), "--out", str(run), "--quiet"]
     proc = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while _units_done(run) < 3 and time.time() < deadline and proc.poll() is None:
@@ -75,8 +75,8 @@ def test_sigkill_during_explain_then_rerun_gives_the_uninterrupted_result(refere
 
 
 def test_a_worker_killed_mid_stage_is_replaced_and_the_stage_completes(reference):
-    from pipeline.audit import AuditPaths, stage_explain
-    from storage import Markers
+    from unhans.pipeline.audit import AuditPaths, stage_explain
+    from unhans.storage import Markers
 
     run = _without_explain(reference, reference / "worker-killed")
     config = from_dict(CONFIG)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from explainers import LRP, Gradient, GradientTimesInput, IntegratedGradients, Occlusion, SmoothGrad
+from unhans.explainers import LRP, Gradient, GradientTimesInput, IntegratedGradients, Occlusion, SmoothGrad
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")

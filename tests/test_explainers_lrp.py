@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from explainers import LRP, UnsupportedModelError
+from unhans.explainers import LRP, UnsupportedModelError
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -446,7 +446,7 @@ def test_explainer_survives_pickling_before_and_after_its_first_call_and_empty_b
 
 
 def test_failed_canonization_leaves_the_model_bit_identical(monkeypatch):
-    from explainers import canonizers
+    from unhans.explainers import canonizers
 
     model = bn_cnn()
     x, t = images(channels=3), targets(classes=5)
@@ -592,8 +592,7 @@ def vgg_like() -> nn.Module:
 
 
 def test_enlarging_average_pooling_is_merged_into_the_linear_layer_without_changing_relevance(monkeypatch):
-    import explainers.lrp
-
+    from unhans.explainers import lrp as lrp_module
     model = vgg_like()
     small, large = images(4, channels=3, size=8, seed=1), images(3, channels=3, size=24, seed=2)
     merged = LRP(model)
@@ -603,7 +602,7 @@ def test_enlarging_average_pooling_is_merged_into_the_linear_layer_without_chang
     linear_inputs = {key: prepared.copies.get(small).get_submodule("0.classifier.0").layer.in_features
                      for key, prepared in merged._prepared.items()}  # fmt: skip
     assert linear_inputs == {(3, 8, 8): 8 * 2 * 2, None: 8 * 16}
-    monkeypatch.setattr(explainers.lrp, "_FOLD_POOLS", False)
+    monkeypatch.setattr(lrp_module, "_FOLD_POOLS", False)
     plain = LRP(model)
     assert relative_l2(at_small, plain(small, targets(4, 5))) < 1e-5
     assert relative_l2(at_large, plain(large, targets(3, 5))) < 1e-5
@@ -611,9 +610,8 @@ def test_enlarging_average_pooling_is_merged_into_the_linear_layer_without_chang
 
 
 def test_copies_prepared_per_input_shape_are_bounded(monkeypatch):
-    import explainers.lrp
-
-    monkeypatch.setattr(explainers.lrp, "_MAX_SHAPES", 2)
+    from unhans.explainers import lrp as lrp_module
+    monkeypatch.setattr(lrp_module, "_MAX_SHAPES", 2)
     explainer = LRP(vgg_like())
     sizes = [4, 8, 12, 4]  # feature maps 1x1, 2x2, 3x3: each pooled up to 4x4, each merged for its shape
     results = [explainer(images(2, channels=3, size=size, seed=size), targets(2, 5)) for size in sizes]
@@ -645,12 +643,11 @@ class _PoolThenLinear(nn.Module):
 
 @pytest.mark.parametrize("reshape", ["fixed", "transposed", "split"])
 def test_pooling_merge_is_checked_and_skipped_when_the_forward_code_does_not_allow_it(reshape, monkeypatch):
-    import explainers.lrp
-
+    from unhans.explainers import lrp as lrp_module
     model = _PoolThenLinear(reshape).eval()
     x, t = images(3, channels=3, size=8, seed=7), targets(3, 5)
     explainer = LRP(model)
     merged = explainer(x, t)
     assert list(explainer._prepared) == ([(3, 8, 8)] if reshape == "split" else [None])  # merged only where valid
-    monkeypatch.setattr(explainers.lrp, "_FOLD_POOLS", False)
+    monkeypatch.setattr(lrp_module, "_FOLD_POOLS", False)
     assert relative_l2(merged, LRP(model)(x, t)) < 1e-5

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from explainers import LRP
+from unhans.explainers import LRP
 
 torchvision = pytest.importorskip("torchvision")
 

@@ -1,12 +1,12 @@
 import numpy as np
 
-from spray import (
+from unhans.spray import (
     analyze_group, class_evidence, flag_classes, normalize_features, pattern_carriers, pool_by_group,
     pool_heatmaps, rank_classes, region_relevance, relevance_shares, sample_artifact_scores,
 )
-from spray.eigengap import eigengap_candidates
-from spray.graph import affinity_matrix, knn_graph
-from spray.spectral import spectral_embedding
+from unhans.spray.eigengap import eigengap_candidates
+from unhans.spray.graph import affinity_matrix, knn_graph
+from unhans.spray.spectral import spectral_embedding
 
 
 def _heatmaps(n_normal: int, n_tagged: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -155,7 +155,7 @@ def _corner_model(weight: float):
 
 
 def test_counterfactual_confirms_a_pattern_the_model_relies_on_and_rejects_one_it_ignores():
-    from spray import confirm_candidate
+    from unhans.spray import confirm_candidate
 
     _, images, tagged = _stamped(90, 40, seed=1)
     classes = np.where(tagged | (np.arange(len(tagged)) % 2 == 0), 1, 0)  # class 1: tagged + some untagged

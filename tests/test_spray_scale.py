@@ -5,13 +5,13 @@ from sklearn.metrics import adjusted_rand_score
 from sklearn.neighbors import NearestNeighbors
 from threadpoolctl import threadpool_limits
 
-from spray import analyze_group
-from spray import clustering as clustering_module
-from spray import spectral as spectral_module
-from spray.clustering import merge_parallel_clusters
-from spray.graph import EXACT_LIMIT, affinity_matrix, knn_graph
-from spray.reduction import fit_pca, pca_reduce, row_chunks
-from spray.spectral import spectral_embedding
+from unhans.spray import analyze_group
+from unhans.spray import clustering as clustering_module
+from unhans.spray import spectral as spectral_module
+from unhans.spray.clustering import merge_parallel_clusters
+from unhans.spray.graph import EXACT_LIMIT, affinity_matrix, knn_graph
+from unhans.spray.reduction import fit_pca, pca_reduce, row_chunks
+from unhans.spray.spectral import spectral_embedding
 
 # (row, col, width, amplitude, share): a centre blob, two side blobs, and a small intense corner "artifact"
 PLANTED = [(16, 16, 5.0, 1.0, 0.5), (10, 8, 3.0, 1.0, 0.3), (22, 24, 4.0, 1.0, 0.15), (28, 3, 1.5, 3.0, 0.05)]

@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from storage import (
+from unhans.storage import (
     Markers, RunMismatchError, create_heatmap_array, init_run, normalize_for_storage, open_run, read_table,
     write_part,
 )
