@@ -63,14 +63,15 @@ def child_bare(data: Path, model_path: Path, n: int) -> dict:
     from unhans.explainers import LRP
     from unhans.pipeline.devices import limit_threads
     from unhans.pipeline.small_cnn import small_cnn
-    from unhans.pipeline.sources import SourceSpec
+    from unhans.pipeline.config import InputConfig
+    from unhans.pipeline.sources import open_source
 
     limit_threads(WORKERS * THREADS)
     model = small_cnn(in_channels=3, num_classes=10, image_size=64)
     model.load_state_dict(torch.load(model_path, weights_only=True))
     model.eval()
     lrp = LRP(model, composite="epsilon_plus_flat")
-    source = SourceSpec(kind="npy", path=str(data)).open()
+    source = open_source(InputConfig(kind="npy", path=str(data)))
     start = time.perf_counter()
     for s in range(0, n, 128):
         x = torch.from_numpy(source.load(s, min(s + 128, n)).images)
@@ -83,19 +84,19 @@ def child_stage(data: Path, model_path: Path, n: int, out: Path) -> dict:
     """The stage as `unhans explain` runs it (same functions), timed and measured on one cluster."""
     from unhans.pipeline.cluster import dask_client
     from unhans.pipeline.config import ExplainRunConfig, from_dict, to_dict
-    from unhans.pipeline.explain_command import model_spec, source_spec
-    from unhans.pipeline.explain_stage import ExplainJob, check_job, quarantine_summary, run_explain_stage
+    from unhans.pipeline.explain_command import explain_job
+    from unhans.pipeline.stages.explain import check_job, quarantine_summary, run_explain_stage
     from unhans.storage import init_run
 
     config = from_dict({
         "input": {"kind": "npy", "path": str(data)},
         "model": {"kind": "factory", "factory": "unhans.pipeline.small_cnn:small_cnn", "checkpoint": str(model_path),
                   "kwargs": {"in_channels": 3, "num_classes": 10, "image_size": 64}},
+        "explain": {"device": "cpu"},
         "cluster": {"workers": WORKERS, "threads_per_worker": THREADS},
     }, ExplainRunConfig)
     init_run(out, to_dict(config))
-    job = ExplainJob(run_dir=str(out.resolve()), source=source_spec(config, out), model=model_spec(config),
-                     threads=THREADS, device="cpu")
+    job = explain_job(config, out)
     check_job(job)
     rss = {}
     with dask_client(config.cluster) as client:

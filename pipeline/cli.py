@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from unhans.explainers.registry import COMPOSITES, METHODS
+
 DESCRIPTION = """\
 unhans audits a dataset and a classifier: LRP heatmaps for every sample (on a Dask
 cluster), spectral relevance analysis (SpRAy) per class, training dynamics (forgetting,
@@ -12,27 +14,61 @@ cartography, area under the margin), Clever-Hans and mislabel flags, a report.
 """
 
 
+AUDIT_EPILOG = """\
+your own data (instead of the embedded digits):
+  unhans audit --input data/train --model mymodels:make_net --checkpoint net.pt --out runs/mine
+  unhans audit my_audit.yaml --out runs/mine      (sections input:, model:, dynamics:, explain:, ...)
+  --input is an image folder (ROOT/<class>/<image>, torchvision ImageFolder order), a Parquet table
+  (columns path, label), a .npy (with --labels) or a .npz file; --model is package.module:callable
+  (called with model.kwargs, then the --checkpoint state_dict) or a torchvision model name.
+  With --trajectory DIR (the store of DynamicsRecorder in your training loop) the mislabel flags use
+  your training dynamics; without it, the audited model's probabilities and features.
+  sample_id is the position in the input's canonical order, key its path: both in every table.
+"""
+
+
 def _audit_parser(sub) -> None:
     p = sub.add_parser(
-        "audit", help="run the whole audit (default: the embedded digits dataset)",
+        "audit", help="run the whole audit (default: the embedded digits dataset; --input: your data)",
         description=(
-            "Train a small CNN while recording training dynamics, explain every training sample with "
-            "LRP on a Dask cluster, run SpRAy per class, flag Clever-Hans artifacts and likely "
-            "mislabeled samples, and write DIR/report.html and DIR/summary.json. Finished stages "
-            "are skipped when the same command runs again."
+            "Explain every sample with LRP on a Dask cluster, run SpRAy per class, flag Clever-Hans "
+            "artifacts and likely mislabeled samples, and write DIR/report.html and DIR/summary.json. "
+            "Without CONFIG or --input: the embedded digits, with a small CNN trained here while recording "
+            "training dynamics. Finished stages are skipped when the same command runs again."
         ),
+        epilog=AUDIT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("config", nargs="?", default=None,
                    help="YAML config (default: built-in defaults, identical to configs/digits.yaml)")
     p.add_argument("--out", default="runs/audit", metavar="DIR", help="run directory (default: runs/audit)")
     p.add_argument("--seed", type=int, default=None, metavar="N",
                    help="override every seed (data, label noise, training, SpRAy)")
-    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+    g = p.add_argument_group("your own data and model (config sections input:, model:, dynamics:)")
+    _add_input_options(g)
+    g.add_argument("--model", metavar="SPEC", help="package.module:callable (model.factory) or a torchvision name (model.name)")
+    g.add_argument("--model-kind", choices=["factory", "torchvision", "torchscript"],
+                   help="model.kind (default: factory when SPEC has a ':', else torchvision)")
+    g.add_argument("--checkpoint", metavar="FILE", help="model.checkpoint: your trained state_dict (or TorchScript file)")
+    g.add_argument("--num-classes", type=int, metavar="K", help="model.kwargs.num_classes")
+    g.add_argument("--trust-checkpoint", action="store_true", help="load the checkpoint with weights_only=False")
+    g.add_argument("--trajectory", metavar="DIR", help="dynamics.trajectory: the store of your DynamicsRecorder")
+    g = p.add_argument_group("explanation and cluster")
+    g.add_argument("--method", choices=METHODS, help="explain.method (default lrp)")
+    g.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="address of an existing Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: start a LocalCluster)")
-    p.add_argument("--workers", type=int, default=None, metavar="N", help="LocalCluster worker processes (config: cluster.workers)")
+    g.add_argument("--workers", type=int, default=None, metavar="N", help="LocalCluster worker processes (config: cluster.workers)")
     p.add_argument("--force", action="store_true", help="delete DIR's earlier results and start over")
     p.add_argument("--quiet", action="store_true", help="no progress bars or stage messages")
     p.set_defaults(func=_cmd_audit)
+
+
+def _add_input_options(g) -> None:
+    g.add_argument("--input", metavar="PATH", help="input.path: image folder, Parquet table, .npy or .npz file")
+    g.add_argument("--input-kind", choices=["npy", "npz", "imagefolder", "parquet"],
+                   help="input.kind (default: from PATH: a folder, .parquet, .npy or .npz)")
+    g.add_argument("--labels", metavar="PATH", help="input.labels_path: labels .npy for an .npy input")
+    g.add_argument("--transform-size", type=int, metavar="N", help="input.transform.size: resize images to N x N")
+    g.add_argument("--grayscale", action="store_true", help="input.transform.grayscale: decode images as one channel")
 
 
 EXPLAIN_EPILOG = """\
@@ -77,10 +113,7 @@ def _explain_parser(sub) -> None:
     p.add_argument("config", nargs="?", default=None, help="YAML config (optional when the options say enough)")
     p.add_argument("--out", required=True, metavar="DIR", help="run directory")
     g = p.add_argument_group("input")
-    g.add_argument("--input", metavar="PATH", help="input.path: .npy/.npz file, image folder or Parquet table")
-    g.add_argument("--input-kind", choices=["npy", "npz", "imagefolder", "parquet"], help="input.kind (default npy)")
-    g.add_argument("--labels", metavar="PATH", help="input.labels_path: labels .npy for --input-kind npy")
-    g.add_argument("--transform-size", type=int, metavar="N", help="input.transform.size: resize images to N x N")
+    _add_input_options(g)
     g = p.add_argument_group("model")
     g.add_argument("--model-kind", choices=["factory", "torchvision", "torchscript"], help="model.kind (default factory)")
     g.add_argument("--model", metavar="SPEC", help="model.factory (package.module:callable) or model.name (torchvision)")
@@ -88,10 +121,8 @@ def _explain_parser(sub) -> None:
     g.add_argument("--num-classes", type=int, metavar="K", help="model.kwargs.num_classes")
     g.add_argument("--trust-checkpoint", action="store_true", help="load the checkpoint with weights_only=False")
     g = p.add_argument_group("explanation")
-    g.add_argument("--method", choices=["lrp", "gradient", "gradient_x_input", "integrated_gradients", "occlusion"],
-                   help="explain.method (default lrp)")
-    g.add_argument("--composite", choices=["epsilon_plus_flat", "epsilon_gamma_box", "epsilon_alpha2_beta1_flat"],
-                   help="explain.composite for LRP (default epsilon_plus_flat)")
+    g.add_argument("--method", choices=METHODS, help="explain.method (default lrp)")
+    g.add_argument("--composite", choices=COMPOSITES, help="explain.composite for LRP (default epsilon_plus_flat)")
     g = p.add_argument_group("cluster")
     g.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask scheduler (default: start a LocalCluster)")
     g.add_argument("--workers", type=int, metavar="N", help="LocalCluster worker processes (default 2)")
@@ -131,23 +162,56 @@ def _version() -> str:
         return "unknown"
 
 
+def _input_kind(path: str) -> str:
+    p = Path(path)
+    if p.is_dir():
+        return "imagefolder"
+    return {".parquet": "parquet", ".npz": "npz"}.get(p.suffix.lower(), "npy")
+
+
+def _apply_options(data: dict, args) -> dict:
+    """The config mapping ``data`` with the command-line options written into their dotted keys."""
+    input_kind = args.input_kind or ((data.get("input") or {}).get("kind")) or (
+        _input_kind(args.input) if args.input else None)
+    model_kind = args.model_kind or (data.get("model") or {}).get("kind")
+    if model_kind is None and args.model:
+        model_kind = "factory" if ":" in args.model else "torchvision"
+    model_key = "model.name" if model_kind == "torchvision" else "model.factory"
+    for dotted, value in [
+        ("input.path", args.input), ("input.kind", input_kind if (args.input or args.input_kind) else None),
+        ("input.labels_path", args.labels), ("input.transform.size", args.transform_size),
+        ("input.transform.grayscale", True if args.grayscale else None),
+        ("model.kind", model_kind if (args.model or args.model_kind) else None), (model_key, args.model),
+        ("model.checkpoint", args.checkpoint), ("model.kwargs.num_classes", args.num_classes),
+        ("model.trust_checkpoint", True if args.trust_checkpoint else None), ("explain.method", args.method),
+        ("explain.composite", getattr(args, "composite", None)), ("cluster.scheduler", args.scheduler),
+        ("cluster.workers", args.workers), ("dynamics.trajectory", getattr(args, "trajectory", None)),
+    ]:
+        _set(data, dotted, value)
+    return data
+
+
 def _cmd_audit(args) -> int:
     from .audit import run_audit
-    from .config import load_config
+    from .config import from_dict, read_yaml
 
-    config = load_config(args.config)
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {args.workers}")
+    data = _apply_options(read_yaml(args.config) if args.config else {}, args)
+    config = from_dict(data)
     if args.seed is not None:
         config = config.with_seed(args.seed)
-    if args.scheduler:
-        config.cluster.scheduler = args.scheduler
-    if args.workers is not None:
-        if args.workers < 1:
-            raise ValueError(f"--workers must be at least 1, got {args.workers}")
-        config.cluster.workers = args.workers
     summary = run_audit(config, args.out, force=args.force, quiet=args.quiet)
     out = Path(args.out)
     print(f"report:  {out / 'report.html'}")
     print(f"summary: {out / 'summary.json'}")
+    ranking = summary["clever_hans"]["class_ranking"]
+    flagged = summary["clever_hans"]["flagged_clusters"]
+    print(f"Clever-Hans: {len(flagged)} flagged class(es)"
+          + (f" ({', '.join(str(f.get('class_name', f['class_id'])) for f in flagged)})" if flagged else "")
+          + (f"; top of the ranking: {ranking[0].get('class_name', ranking[0]['class_id'])}" if ranking else "")
+          + f"; {summary['clever_hans']['artifact_suspects']} artifact suspects, "
+          f"{summary['mislabel']['suspects']} mislabel suspects, {summary['samples']['quarantined']} quarantined")
     if "evaluation" in summary:
         ev = summary["evaluation"]
         print("evaluation against injected ground truth: " + ", ".join(
@@ -160,24 +224,16 @@ def _set(data: dict, dotted: str, value) -> None:
         return
     *parents, last = dotted.split(".")
     for key in parents:
-        data = data.setdefault(key, {})
+        if data.get(key) is None:  # absent, or an empty YAML section
+            data[key] = {}
+        data = data[key]
     data[last] = value
 
 
 def _cmd_explain(args) -> int:
     from .config import ExplainRunConfig, from_dict, read_yaml
 
-    data = read_yaml(args.config) if args.config else {}
-    model_key = "model.name" if (args.model_kind or (data.get("model") or {}).get("kind")) == "torchvision" \
-        else "model.factory"
-    for dotted, value in [
-        ("input.path", args.input), ("input.kind", args.input_kind), ("input.labels_path", args.labels),
-        ("input.transform.size", args.transform_size), ("model.kind", args.model_kind), (model_key, args.model),
-        ("model.checkpoint", args.checkpoint), ("model.kwargs.num_classes", args.num_classes),
-        ("model.trust_checkpoint", True if args.trust_checkpoint else None), ("explain.method", args.method),
-        ("explain.composite", args.composite), ("cluster.scheduler", args.scheduler), ("cluster.workers", args.workers),
-    ]:
-        _set(data, dotted, value)
+    data = _apply_options(read_yaml(args.config) if args.config else {}, args)
     config = from_dict(data, ExplainRunConfig)
     from .explain_command import run_explain
 
@@ -224,7 +280,8 @@ def _is_user_error(exc: Exception) -> bool:
     if isinstance(exc, (ConfigError, FileNotFoundError, FileExistsError, ConnectionError)):
         return True
     names = {base.__name__ for base in type(exc).__mro__}
-    return bool(names & {"SourceError", "ModelLoadError", "UnsupportedModelError", "RunMismatchError"})
+    return bool(names & {"SourceError", "ModelLoadError", "UnsupportedModelError", "RunMismatchError",
+                         "TrajectoryMismatchError"})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,13 @@
-"""The audit configuration: one validated schema, errors that name the key.
+"""The configuration: one validated schema that is also the runtime spec.
 
-A config file is YAML. Every section and key is optional; missing keys take the
-defaults below, which are the values of ``configs/digits.yaml``. Unknown keys and
+A config file is YAML. Every section and key is optional; missing keys take the defaults
+below (without ``input:``, the embedded digits of ``configs/digits.yaml``). Unknown keys and
 values of the wrong type fail before any work starts, naming the dotted key.
+
+The same dataclasses travel to the Dask workers: :class:`InputConfig` is opened by
+:func:`unhans.pipeline.sources.open_source`, :class:`ModelConfig` built by
+:func:`unhans.pipeline.model_loading.build_model`, each with its paths made absolute first
+(:func:`unhans.pipeline.sources.absolute_input`, :func:`unhans.pipeline.model_loading.absolute_model`).
 """
 from __future__ import annotations
 
@@ -11,6 +16,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
+
+from unhans.explainers.registry import COMPOSITES, METHODS
 
 CORNERS = ("bottom-left", "bottom-right", "top-left", "top-right")
 NOISE_KINDS = ("symmetric", "asymmetric")
@@ -59,8 +66,8 @@ class TrainingConfig:
 
 @dataclass
 class ExplainConfig:
-    method: Literal["lrp", "gradient", "gradient_x_input", "integrated_gradients", "occlusion"] = "lrp"
-    composite: Literal["epsilon_plus_flat", "epsilon_gamma_box", "epsilon_alpha2_beta1_flat"] = "epsilon_plus_flat"
+    method: Literal[METHODS] = "lrp"
+    composite: Literal[COMPOSITES] = "epsilon_plus_flat"
     target: Literal["predicted", "label"] = "predicted"
     shard_size: int = 256
     batch_size: int = 128
@@ -90,23 +97,6 @@ class SprayConfig:
 
 
 @dataclass
-class AuditConfig:
-    dataset: DatasetConfig = field(default_factory=DatasetConfig)
-    training: TrainingConfig = field(default_factory=TrainingConfig)
-    explain: ExplainConfig = field(default_factory=ExplainConfig)
-    cluster: ClusterConfig = field(default_factory=ClusterConfig)
-    spray: SprayConfig = field(default_factory=SprayConfig)
-
-    def with_seed(self, seed: int) -> "AuditConfig":
-        """Every seed (data, noise, training, SpRAy) set to ``seed``."""
-        out = from_dict(to_dict(self))
-        out.dataset.seed = seed
-        out.training.seed = seed
-        out.spray.seed = seed
-        return out
-
-
-@dataclass
 class TransformConfig:
     """How image files become tensors: resize to size x size, center crop, normalization."""
 
@@ -119,7 +109,14 @@ class TransformConfig:
 
 @dataclass
 class InputConfig:
-    """The samples of ``unhans explain`` (see :mod:`pipeline.sources`)."""
+    """The user's samples (see :mod:`unhans.pipeline.sources`).
+
+    kind: ``npy`` (images .npy + optional labels .npy), ``npz`` (arrays ``images_key`` and
+    ``labels_key``), ``imagefolder`` (``path/<class>/<image>``, torchvision's ImageFolder order),
+    ``parquet`` (a table with ``path_column`` and ``label_column``, paths relative to ``root`` or
+    to the table's folder; ``key_column`` names a column of stable sample keys, else the path is
+    the key). ``class_names`` overrides the names (folder names for an ImageFolder, indices else).
+    """
 
     kind: Literal["npy", "npz", "imagefolder", "parquet"] = "npy"
     path: str | None = None
@@ -128,13 +125,15 @@ class InputConfig:
     labels_key: str = "labels"
     path_column: str = "path"
     label_column: str = "label"
+    key_column: str | None = None
     root: str | None = None
+    class_names: list[str] | None = None
     transform: TransformConfig = field(default_factory=TransformConfig)
 
 
 @dataclass
 class ModelConfig:
-    """The classifier of ``unhans explain`` (see :mod:`pipeline.model_spec`)."""
+    """The user's trained classifier (see :mod:`unhans.pipeline.model_loading`)."""
 
     kind: Literal["factory", "torchvision", "torchscript"] = "factory"
     factory: str | None = None
@@ -142,6 +141,50 @@ class ModelConfig:
     checkpoint: str | None = None
     kwargs: dict | None = None
     trust_checkpoint: bool = False
+    search_path: str | None = None   # where ``factory`` modules are imported from besides sys.path (default: cwd)
+
+
+@dataclass
+class DynamicsConfig:
+    """Training dynamics recorded in the user's own loop.
+
+    ``trajectory``: the directory given as ``DynamicsRecorder(..., store=DIR)``. Without it, the
+    mislabel evidence comes from the audited model alone (:mod:`unhans.spray.label_quality`).
+    """
+
+    trajectory: str | None = None
+
+
+@dataclass
+class AuditConfig:
+    """``unhans audit``: the embedded digits (``dataset:``, trained here) or the user's ``input:`` + ``model:``."""
+
+    dataset: DatasetConfig | None = None
+    input: InputConfig | None = None
+    model: ModelConfig | None = None
+    dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    explain: ExplainConfig = field(default_factory=ExplainConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    spray: SprayConfig = field(default_factory=SprayConfig)
+
+    def __post_init__(self) -> None:
+        if self.dataset is None and self.input is None:  # zero configuration: the embedded digits
+            self.dataset = DatasetConfig()
+
+    @property
+    def embedded(self) -> bool:
+        """True for the embedded digits (with its training stage), False for the user's input."""
+        return self.input is None
+
+    def with_seed(self, seed: int) -> "AuditConfig":
+        """Every seed (data, noise, training, SpRAy) set to ``seed``."""
+        out = from_dict(to_dict(self))
+        if out.dataset is not None:
+            out.dataset.seed = seed
+        out.training.seed = seed
+        out.spray.seed = seed
+        return out
 
 
 @dataclass
@@ -280,6 +323,16 @@ def _validate_ranges(obj: Any, where: str) -> None:
         needed = {"factory": "factory", "torchvision": "name", "torchscript": "checkpoint"}[obj.kind]
         if getattr(obj, needed) is None:
             fail(needed, f"required for model.kind {obj.kind!r}")
+    elif isinstance(obj, AuditConfig):
+        if obj.input is not None and obj.dataset is not None:
+            raise ConfigError("dataset and input are mutually exclusive: dataset: is the embedded digits (trained "
+                              "here), input: is your own data with your model; give one of them")
+        if obj.input is not None and obj.model is None:
+            fail("model", "required with input: (your trained classifier: kind, factory or name, checkpoint)")
+        if obj.input is None and obj.model is not None:
+            fail("model", "only with input: (the embedded dataset trains its own model)")
+        if obj.input is None and obj.dynamics.trajectory is not None:
+            fail("dynamics.trajectory", "only with input: (the embedded dataset records its own trajectory)")
     elif isinstance(obj, SprayConfig):
         if obj.n_neighbors < 2:
             fail("n_neighbors", f"must be at least 2, got {obj.n_neighbors}")
@@ -297,12 +350,20 @@ def from_dict(data: dict | None, schema: type = AuditConfig):
 
 
 def to_dict(config: Any) -> dict:
-    """The config as plain data, with YAML key names (``class``, not ``class_``)."""
+    """The config as plain data, with YAML key names (``class``, not ``class_``); absent sections are left out."""
     out = {}
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
+        if value is None and dataclasses.is_dataclass(_optional_section(type(config), f.name)):
+            continue
         out[_key(f.name)] = to_dict(value) if dataclasses.is_dataclass(value) else value
     return out
+
+
+def _optional_section(cls: type, name: str) -> Any:
+    hint = typing.get_type_hints(cls)[name]
+    args = [a for a in get_args(hint) if a is not type(None)]
+    return args[0] if len(args) == 1 else None
 
 
 def read_yaml(path: str | Path) -> dict:

@@ -14,11 +14,19 @@ import numpy as np
 CLUSTER_COLORS = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
 
 
+MAX_THUMBNAIL_PX = 128  # larger inputs are shrunk: the page size must not grow with the input size
+
+
 def _png_data_uri(rgb: np.ndarray, scale: int) -> str:
+    """A PNG data URI; small images are enlarged ``scale`` times (pixelated), large ones shrunk to
+    at most :data:`MAX_THUMBNAIL_PX` pixels a side."""
     from PIL import Image
 
     img = Image.fromarray(np.clip(rgb * 255 + 0.5, 0, 255).astype(np.uint8))
-    if scale != 1:
+    if max(img.width, img.height) > MAX_THUMBNAIL_PX:
+        img.thumbnail((MAX_THUMBNAIL_PX, MAX_THUMBNAIL_PX), Image.BILINEAR)
+    elif scale != 1:
+        scale = max(1, min(scale, MAX_THUMBNAIL_PX // max(img.width, img.height)))
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=True)

@@ -1,7 +1,10 @@
 """``RUN/report.html``: one self-contained page a person reads to judge the audit.
 
-Every user-controlled string (paths, class names, config values) is HTML-escaped; every
-picture is embedded, so the file opens offline and can be mailed around.
+Every user-controlled string (paths, class names, keys, config values) is HTML-escaped; every
+picture is embedded, so the file opens offline and can be mailed around. Everything comes from
+the run store and the user's source: thumbnails are decoded from the input again (nothing of
+the dataset is copied into the run directory) and shown as the model saw them, normalization
+undone.
 """
 from __future__ import annotations
 
@@ -40,8 +43,9 @@ def _fmt(v) -> str:
     return _e(v)
 
 
-def _thumb(src: str, caption: str, width: int = 96) -> str:
-    return f'<div class="thumb"><img src="{src}" width="{width}" alt="{_e(caption)}">{_e(caption)}</div>'
+def _thumb(src: str, caption: str, width: int = 96, title: str = "") -> str:
+    return (f'<div class="thumb" title="{_e(title)}"><img src="{src}" width="{width}" alt="{_e(caption)}">'
+            f'{_e(caption)}</div>')
 
 
 def _windowed(src: str, window, size_px: int, pixels: int, width: int = 96) -> str:
@@ -52,18 +56,34 @@ def _windowed(src: str, window, size_px: int, pixels: int, width: int = 96) -> s
             f'height:{(r1 - r0) * f:.0f}px"></span></div>')
 
 
-def write_report(run: Path) -> Path:
-    """Render the report of a run whose flags stage has finished."""
+def display_image(image: np.ndarray, mean=None, std=None) -> np.ndarray:
+    """A model input (C, H, W) back in [0, 1] for display: normalization undone, else min-max scaled."""
+    x = np.asarray(image, dtype=np.float32)
+    if mean is not None and std is not None:
+        x = x * np.asarray(std, np.float32)[:, None, None] + np.asarray(mean, np.float32)[:, None, None]
+    lo, hi = float(x.min()), float(x.max())
+    if lo < -0.01 or hi > 1.01:  # arrays in another range: stretch each image
+        x = (x - lo) / ((hi - lo) or 1.0)
+    return np.clip(x, 0.0, 1.0)
+
+
+def write_report(run: Path, images, *, mean=None, std=None) -> Path:
+    """Render the report of a run whose flags stage has finished.
+
+    images: the inputs as the model sees them, indexable by sample id
+    (:class:`unhans.pipeline.sources.SampleImages`); ``mean``/``std``: the input normalization.
+    """
     from unhans.storage import open_run
 
     run = Path(run)
     r = open_run(run)
-    summary = json.loads((run / "summary.json").read_text())
-    spray_info = json.loads((run / "unhans.spray.json").read_text())
-    means = np.load(run / "spray_cluster_means.npz")
-    images = np.load(run / "inputs" / "images.npy", mmap_mode="r")
+    layout = r.layout
+    summary = json.loads(layout.summary.read_text())
+    spray_info = json.loads(layout.spray.read_text())
+    means = np.load(layout.cluster_means)
+    relevance = r.relevance()
     samples = r.table("samples").sort_by("sample_id")
-    scale = samples.column("scale").to_numpy()
+    keys = samples.column("key").to_pylist()
     label = samples.column("label").to_numpy()
     pred = samples.column("prediction").to_numpy()
     sp = r.table("spray").sort_by("sample_id")
@@ -73,13 +93,12 @@ def write_report(run: Path) -> Path:
     art_score = flags.column("artifact_score").to_numpy()
     mis_score = flags.column("mislabel_score").to_numpy()
     dyn = r.table("dynamics").sort_by("sample_id")
-    aum = dyn.column("aum").to_numpy(zero_copy_only=False)
+    aum = dyn.column("aum").to_numpy(zero_copy_only=False) if "aum" in dyn.column_names else None
     names = summary.get("dataset", {}).get("class_names") or [str(i) for i in range(int(cls_col.max()) + 1)]
-    heat = r.heatmaps
     pixels = images.shape[-1]
 
-    def heatmap(i: int) -> np.ndarray:
-        return np.asarray(heat[i], dtype=np.float32) * scale[i]
+    def picture(i: int) -> np.ndarray:
+        return display_image(images[int(i)], mean, std)
 
     def cname(k: int) -> str:
         return names[k] if 0 <= k < len(names) else str(k)
@@ -160,8 +179,8 @@ def write_report(run: Path) -> Path:
                        + "<div class='thumb' style='align-self:center'>mean heatmap of the group</div></div>")
         out.append("<p class='muted'>Members (image, LRP overlay), highest artifact score first:</p><div class='thumbs'>")
         for i in order[:10]:
-            out.append(_thumb(image_uri(images[i]), f"#{i} label {cname(int(label[i]))}"))
-            out.append(_thumb(overlay_uri(images[i], heatmap(i)), f"score {art_score[i]:.2f}"))
+            out.append(_thumb(image_uri(picture(i)), f"#{i} label {cname(int(label[i]))}", title=keys[i]))
+            out.append(_thumb(overlay_uri(picture(i), relevance.one(int(i))), f"score {art_score[i]:.2f}"))
         out.append("</div>")
 
     # Per-class SpRAy
@@ -173,7 +192,7 @@ def write_report(run: Path) -> Path:
         cand = info["candidate"] or {}
         flagged_members = set(cand.get("carriers", [])) if any(f["class_id"] == k for f in flagged) else set()
         ring = np.array([i in flagged_members for i in idx])
-        titles = [f"#{i} label {cname(int(label[i]))} cluster {int(clu_col[i])}" for i in idx]
+        titles = [f"#{i} {keys[i]} label {cname(int(label[i]))} cluster {int(clu_col[i])}" for i in idx]
         out.append(f"<div class='cls'><div><b>class {_e(cname(k))}</b> · {info['num_samples']} samples · "
                    f"{info['n_clusters']} clusters (eigengap k={info['k_chosen']}, stability {info['stability']:.2f})<br>"
                    + scatter_svg(xy[idx], clu_col[idx], ring=ring, titles=titles) + "</div><div class='thumbs'>")
@@ -187,14 +206,17 @@ def write_report(run: Path) -> Path:
         out.append("</div></div>")
 
     # Mislabel suspects
-    out.append("<h2>Most likely mislabeled</h2><p class='muted'>Ranked by mislabel score (from the area under "
-               "the margin over training); given label → prediction.</p><div class='thumbs'>")
+    source_of_evidence = (summary["mislabel"].get("evidence") or {}).get("source", "training dynamics")
+    out.append("<h2>Most likely mislabeled</h2><p class='muted'>Ranked by mislabel score (evidence: "
+               f"{_e(source_of_evidence)}); given label → prediction; hover for the sample key.</p><div class='thumbs'>")
     for i in np.argsort(-mis_score)[:32]:
-        out.append(_thumb(image_uri(images[i]), f"#{i} {cname(int(label[i]))}→{cname(int(pred[i]))} AUM {aum[i]:.1f}"))
+        evidence = f"AUM {aum[i]:.1f}" if aum is not None else f"score {mis_score[i]:.2f}"
+        out.append(_thumb(image_uri(picture(i)), f"#{i} {cname(int(label[i]))}→{cname(int(pred[i]))} {evidence}",
+                          title=keys[i]))
     out.append("</div>")
     out.append(f"<h2>Configuration</h2><pre>{_e(json.dumps(summary['config'], indent=2))}</pre>")
     out.append(f"<p class='muted'>versions: {_e(json.dumps(summary.get('versions', {})))}</p></body></html>")
-    path = run / "report.html"
+    path = layout.report
     from unhans.storage.atomic import write_bytes_atomic
 
     write_bytes_atomic(path, "".join(out).encode())

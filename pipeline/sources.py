@@ -1,70 +1,62 @@
 """Where the samples come from: arrays (.npy, .npz), image folders, Parquet lists of image files.
 
-A :class:`SourceSpec` is a small picklable description; ``spec.open()`` gives a
-:class:`Source` that reads any range of samples. Workers open the source once and read only
+The input is described by the config's :class:`~unhans.pipeline.config.InputConfig` (small and
+picklable); :func:`open_source` gives a :class:`Source` that reads any range of samples. Workers open the source once and read only
 their own ranges: ``.npy`` files by seeking (no memory map, so resident memory stays flat in
 the dataset size), image files one by one. A sample that cannot be read (corrupt or missing
 file, wrong shape, NaN/Inf) is returned with status ``quarantined`` and a one-line reason;
 problems with the source as a whole raise :class:`SourceError` before any work starts.
+
+Sample identity (the contract users join on):
+
+- ``sample_id`` is the position in the input's canonical order: for an ImageFolder exactly
+  torchvision's ``ImageFolder`` order (class folders sorted by name, then the files of each class
+  sorted by path, searched recursively), for Parquet the row order, for arrays the index;
+- ``key`` is stable across reorderings and growth: the path relative to the input root for an
+  ImageFolder, the ``key_column`` value or else the path as written for Parquet, the index for arrays.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from .config import InputConfig, TransformConfig
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-INDEX_FILE = "image_index.parquet"
 
 
 class SourceError(ValueError):
     """The input as a whole is unusable (missing, wrong layout, inconsistent)."""
 
 
-@dataclass(frozen=True)
-class TransformSpec:
-    """Image decoding: mode, resize to size x size, center crop, per-channel normalization."""
-
-    size: int | None = None
-    center_crop: int | None = None
-    grayscale: bool = False
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
+def _absolute(path: str | None) -> str | None:
+    return str(Path(path).expanduser().resolve()) if path else None
 
 
-@dataclass(frozen=True)
-class SourceSpec:
-    """kind: ``npy`` (images .npy + optional labels .npy), ``npz`` (arrays ``images_key`` and
-    ``labels_key``), ``imagefolder`` (``root/<class>/<image>``, classes sorted by name),
-    ``parquet`` (a table with ``path_column`` and ``label_column``, paths relative to ``root``
-    or to the table's folder)."""
+def absolute_input(cfg: InputConfig) -> InputConfig:
+    """``cfg`` with its paths made absolute (relative paths are relative to the working directory)."""
+    return replace(cfg, path=_absolute(cfg.path), labels_path=_absolute(cfg.labels_path), root=_absolute(cfg.root))
 
-    kind: str
-    path: str
-    labels_path: str | None = None
-    images_key: str = "images"
-    labels_key: str = "labels"
-    path_column: str = "path"
-    label_column: str = "label"
-    root: str | None = None
-    transform: TransformSpec = field(default_factory=TransformSpec)
-    index: str | None = None    # image sources: the (path, label) list written by build_image_index
 
-    def open(self) -> "Source":
-        if self.kind == "npy":
-            return NpySource(self)
-        if self.kind == "npz":
-            return NpzSource(self)
-        if self.kind in ("imagefolder", "parquet"):
-            return ImageFileSource(self)
-        raise SourceError(f"input.kind: unknown kind {self.kind!r} (npy, npz, imagefolder, parquet)")
+def open_source(spec: InputConfig, index: str | Path | None = None) -> "Source":
+    """The :class:`Source` of ``spec``; image sources read the index written by :func:`build_image_index`."""
+    if spec.kind == "npy":
+        return NpySource(spec)
+    if spec.kind == "npz":
+        return NpzSource(spec)
+    if spec.kind in ("imagefolder", "parquet"):
+        return ImageFileSource(spec, index)
+    raise SourceError(f"input.kind: unknown kind {spec.kind!r} (npy, npz, imagefolder, parquet)")
 
 
 @dataclass
 class Batch:
     images: np.ndarray          # (n, *sample_shape) float32; zeros where quarantined
     labels: np.ndarray          # (n,) int64, -1 when unknown
+    keys: list[str]             # stable sample keys (see the module docstring)
     sources: list[str]
     status: list[str]           # "ok" or "quarantined"
     errors: list[str]           # "" or a one-line reason
@@ -74,6 +66,7 @@ class Source:
     """Read access to a dataset by sample range."""
 
     sample_shape: tuple[int, ...]
+    class_names: list[str] | None = None   # from the folder names (ImageFolder), else None
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -142,7 +135,7 @@ def _check_image_array_shape(shape: tuple[int, ...], what: str) -> None:
 
 
 class NpySource(Source):
-    def __init__(self, spec: SourceSpec):
+    def __init__(self, spec: InputConfig):
         self.images = _NpyReader(Path(spec.path), "input.path")
         _check_image_array_shape(self.images.shape, "input.path")
         if not np.issubdtype(self.images.dtype, np.number):
@@ -162,13 +155,14 @@ class NpySource(Source):
         labels = self.labels[start:stop] if self.labels is not None else np.full(stop - start, -1, np.int64)
         status, errors = ["ok"] * (stop - start), [""] * (stop - start)
         _check_finite(images, status, errors)
-        return Batch(images, labels, [f"{self.name}[{i}]" for i in range(start, stop)], status, errors)
+        return Batch(images, labels, [str(i) for i in range(start, stop)],
+                     [f"{self.name}[{i}]" for i in range(start, stop)], status, errors)
 
 
 class NpzSource(Source):
     """An .npz archive, loaded whole once per process (use .npy files for data larger than memory)."""
 
-    def __init__(self, spec: SourceSpec):
+    def __init__(self, spec: InputConfig):
         path = Path(spec.path)
         if not path.is_file():
             raise SourceError(f"input.path: file not found: {path}")
@@ -196,13 +190,17 @@ class NpzSource(Source):
         labels = self.labels[start:stop] if self.labels is not None else np.full(stop - start, -1, np.int64)
         status, errors = ["ok"] * (stop - start), [""] * (stop - start)
         _check_finite(images, status, errors)
-        return Batch(images, labels, [f"{self.name}[{i}]" for i in range(start, stop)], status, errors)
+        return Batch(images, labels, [str(i) for i in range(start, stop)],
+                     [f"{self.name}[{i}]" for i in range(start, stop)], status, errors)
 
 
-def build_image_index(spec: SourceSpec, out: Path) -> Path:
-    """List an image folder (or validate a Parquet list) into ``out`` (path, label); returns it.
+def build_image_index(spec: InputConfig, out: Path) -> Path:
+    """List an image folder (or validate a Parquet list) into ``out`` (path, key, label); returns it.
 
-    Done once by the client so that workers never walk the directory tree.
+    Done once by the client so that workers never walk the directory tree. The order is the
+    canonical sample order (module docstring). An ImageFolder class folder without any image
+    raises :class:`SourceError` naming it: torchvision's ImageFolder refuses it too, and a
+    silently missing class would shift every later class index.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -218,14 +216,15 @@ def build_image_index(spec: SourceSpec, out: Path) -> Path:
             raise SourceError(f"input.path: {root} has no class sub-folders (expected {root}/<class>/<image>)")
         paths, labels = [], []
         for label, name in enumerate(classes):
-            for file in sorted((root / name).rglob("*")):
-                if file.is_file() and file.suffix.lower() in IMAGE_EXTENSIONS:
-                    paths.append(str(file.relative_to(root)))
-                    labels.append(label)
-        if not paths:
-            raise SourceError(f"input.path: no images ({', '.join(IMAGE_EXTENSIONS)}) under {root}")
-        table = pa.table({"path": paths, "label": pa.array(labels, pa.int64())},
-                         metadata={"root": str(root.resolve()), "classes": ",".join(classes)})
+            found = sorted(str(f.relative_to(root)) for f in (root / name).rglob("*")
+                           if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+            if not found:
+                raise SourceError(f"input.path: class folder {root / name} holds no image "
+                                  f"({', '.join(IMAGE_EXTENSIONS)}); remove it or add its images")
+            paths += found
+            labels += [label] * len(found)
+        table = pa.table({"path": paths, "key": paths, "label": pa.array(labels, pa.int64())},
+                         metadata={"root": str(root.resolve()), "classes": json.dumps(classes)})
     else:
         path = Path(spec.path)
         if not path.is_file():
@@ -234,23 +233,28 @@ def build_image_index(spec: SourceSpec, out: Path) -> Path:
             user = pq.read_table(path)
         except Exception as exc:  # pyarrow raises several types for a corrupt file
             raise SourceError(f"input.path: {path} is not a readable Parquet file ({exc})") from None
-        missing = [c for c in (spec.path_column, spec.label_column) if c not in user.column_names]
+        wanted = [spec.path_column, spec.label_column] + ([spec.key_column] if spec.key_column else [])
+        missing = [c for c in wanted if c not in user.column_names]
         if missing:
             raise SourceError(f"input: {path} has no column {', '.join(map(repr, missing))} "
-                              f"(columns: {', '.join(user.column_names)}; set input.path_column / input.label_column)")
+                              f"(columns: {', '.join(user.column_names)}; set input.path_column / input.label_column / input.key_column)")
         if user.num_rows == 0:
             raise SourceError(f"input.path: {path} has no rows")
         if not pa.types.is_integer(user.schema.field(spec.label_column).type):
             raise SourceError(f"input.label_column: column {spec.label_column!r} must hold integer labels")
         root = Path(spec.root) if spec.root else path.parent
-        table = pa.table({"path": user.column(spec.path_column).cast(pa.string()),
-                          "label": user.column(spec.label_column).cast(pa.int64())},
+        paths = user.column(spec.path_column).cast(pa.string())
+        keys = user.column(spec.key_column).cast(pa.string()) if spec.key_column else paths
+        if keys.null_count or len(set(keys.to_pylist())) != user.num_rows:
+            raise SourceError(f"input.{'key_column' if spec.key_column else 'path_column'}: the sample keys of {path} "
+                              "must be unique and non-null")
+        table = pa.table({"path": paths, "key": keys, "label": user.column(spec.label_column).cast(pa.int64())},
                          metadata={"root": str(root.resolve())})
     write_parquet_atomic(out, table)
     return out
 
 
-def decode_image(path: Path, transform: TransformSpec) -> np.ndarray:
+def decode_image(path: Path, transform: TransformConfig) -> np.ndarray:
     """Decode one image file to a float32 (C, H, W) array in [0, 1] (then normalized)."""
     from PIL import Image
 
@@ -277,16 +281,19 @@ def decode_image(path: Path, transform: TransformSpec) -> np.ndarray:
 class ImageFileSource(Source):
     """Images listed in an index (see :func:`build_image_index`), decoded one by one."""
 
-    def __init__(self, spec: SourceSpec):
+    def __init__(self, spec: InputConfig, index: str | Path | None):
         import pyarrow.parquet as pq
 
-        index = Path(spec.index) if spec.index else None
+        index = Path(index) if index else None
         if index is None or not index.is_file():
             raise SourceError("image sources need an index: call build_image_index first")
         table = pq.read_table(index)
         meta = table.schema.metadata or {}
         self.root = Path(meta.get(b"root", b".").decode())
+        if b"classes" in meta:
+            self.class_names = json.loads(meta[b"classes"].decode())
         self.paths = table.column("path").to_pylist()
+        self.keys = table.column("key").to_pylist()
         self.labels = table.column("label").to_numpy()
         self.transform = spec.transform
         self.sample_shape = self._probe_shape()
@@ -324,5 +331,46 @@ class ImageFileSource(Source):
                 continue
             images[j] = array
         _check_finite(images, status, errors)
-        return Batch(images, self.labels[start:stop].astype(np.int64), [str(self.root / p) for p in self.paths[start:stop]],
-                     status, errors)
+        return Batch(images, self.labels[start:stop].astype(np.int64), self.keys[start:stop],
+                     [str(self.root / p) for p in self.paths[start:stop]], status, errors)
+
+    def decode(self, sample_id: int) -> np.ndarray:
+        """One sample as decoded for the model (for the report's thumbnails)."""
+        return decode_image(self.root / self.paths[sample_id], self.transform)
+
+
+class SampleImages:
+    """Array-like read access to a source's samples as the model sees them, by id arrays or slices.
+
+    ``images[ids]`` (sorted ids) and ``images[start:stop]`` return float32 (n, *sample_shape);
+    quarantined samples read as zeros. Nothing is copied into the run directory: image files are
+    decoded again on each read.
+    """
+
+    def __init__(self, source: Source):
+        self.source = source
+        self.shape = (len(source), *source.sample_shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, slice):
+            start, stop, step = key.indices(len(self))
+            return self.source.load(start, stop).images[::step]
+        if np.isscalar(key):
+            return self.source.load(int(key), int(key) + 1).images[0]
+        ids = np.asarray(key, dtype=np.int64)
+        out = np.zeros((len(ids), *self.shape[1:]), np.float32)
+        if not len(ids):
+            return out
+        # contiguous runs of ids are read as one range
+        breaks = np.flatnonzero(np.diff(ids) != 1) + 1
+        for run in np.split(np.arange(len(ids)), breaks):
+            first, last = int(ids[run[0]]), int(ids[run[-1]])
+            if last - first + 1 == len(run):
+                out[run] = self.source.load(first, last + 1).images
+            else:  # unsorted or repeated ids
+                for j in run:
+                    out[j] = self.source.load(int(ids[j]), int(ids[j]) + 1).images[0]
+        return out

@@ -1,10 +1,12 @@
 """The run store: manifest, heatmaps in Zarr v3, per-sample tables in Parquet, markers."""
 from .heatmaps import create_heatmap_array, normalize_for_storage, open_heatmap_array
+from .layout import RunLayout
 from .markers import Markers
+from .relevance import Relevance
 from .run_store import Run, RunMismatchError, init_run, open_run, update_manifest
 from .tables import read_table, write_part, write_table
 
 __all__ = [
-    "Markers", "Run", "RunMismatchError", "create_heatmap_array", "init_run", "normalize_for_storage",
+    "Markers", "Relevance", "Run", "RunLayout", "RunMismatchError", "create_heatmap_array", "init_run", "normalize_for_storage",
     "open_heatmap_array", "open_run", "read_table", "update_manifest", "write_part", "write_table",
 ]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-HEATMAPS = "heatmaps.zarr"
+from .layout import HEATMAPS
 
 
 def create_heatmap_array(run_dir: Path, num_samples: int, sample_shape: tuple[int, ...],

@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import write_json_atomic
+from .layout import MARKERS
 
 
 class Markers:
     """Markers under ``<run>/markers``: ``<stage>.done`` and ``<stage>/<unit>.done``."""
 
     def __init__(self, root: Path):
-        self.root = Path(root) / "markers"
+        self.root = Path(root) / MARKERS
 
     def _stage_path(self, stage: str) -> Path:
         return self.root / f"{stage}.done"

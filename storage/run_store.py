@@ -1,12 +1,6 @@
 """The run directory: a versioned manifest, heatmaps (Zarr), tables (Parquet), markers.
 
-Layout::
-
-    RUN/manifest.json          schema version, config, package versions, fingerprints
-    RUN/heatmaps.zarr          (N, C, H, W) relevance / scale, Zarr v3, sharded per unit
-    RUN/tables/<name>/part-*.parquet   per-sample tables (samples, dynamics, spray, flags)
-    RUN/markers/...            completion markers per stage and per unit
-    RUN/<stage files>          model.pt, dataset.npz, report.html, summary.json, ...
+Every file's name is in :mod:`.layout`.
 """
 from __future__ import annotations
 
@@ -16,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import write_json_atomic
-from .heatmaps import HEATMAPS, open_heatmap_array
+from .heatmaps import open_heatmap_array
+from .layout import HEATMAPS, MANIFEST, RunLayout
 from .markers import Markers
 from .tables import has_table, read_table
 
 SCHEMA_VERSION = 1
-MANIFEST = "manifest.json"
 
 
 class RunMismatchError(ValueError):
@@ -93,6 +87,16 @@ class Run:
 
     path: Path
     manifest: dict
+
+    @property
+    def layout(self) -> RunLayout:
+        return RunLayout(self.path)
+
+    def relevance(self):
+        """The relevance heatmaps with their scale applied (:class:`.relevance.Relevance`)."""
+        from .relevance import Relevance
+
+        return Relevance(self.path)
 
     @property
     def markers(self) -> Markers:

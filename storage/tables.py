@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .atomic import write_parquet_atomic
 
-TABLES = "tables"
+from .layout import TABLES
 
 
 def table_dir(run_dir: Path, name: str) -> Path:

@@ -58,7 +58,10 @@ def test_default_config_finds_the_tag_and_the_flipped_labels(audit):
 def test_report_is_self_contained_and_escapes_user_controlled_text(audit, tmp_path):
     import shutil
 
+    from unhans.pipeline.config import InputConfig
     from unhans.pipeline.report import write_report
+    from unhans.pipeline.sources import SampleImages, open_source
+    from unhans.storage import RunLayout
 
     out, _ = audit
     text = (out / "report.html").read_text()
@@ -66,7 +69,8 @@ def test_report_is_self_contained_and_escapes_user_controlled_text(audit, tmp_pa
         assert fetch not in text  # opens offline, runs nothing
     hostile = tmp_path / "<script>alert(1)</script>"
     shutil.copytree(out, hostile)
-    text = write_report(hostile).read_text()
+    images = SampleImages(open_source(InputConfig(kind="npy", path=str(RunLayout(hostile).embedded_images))))
+    text = write_report(hostile, images).read_text()
     assert "<script>alert(1)</script>" not in text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
 

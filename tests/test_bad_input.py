@@ -12,10 +12,11 @@ from PIL import Image
 
 from unhans.pipeline.config import ConfigError, ExplainRunConfig, from_dict
 from unhans.pipeline.explain_command import run_explain
-from unhans.pipeline.explain_stage import ExplainJob, LoadedJob, explain_range
-from unhans.pipeline.model_spec import ModelLoadError, ModelSpec
+from unhans.pipeline.stages.explain import ExplainJob, LoadedJob, explain_range
+from unhans.pipeline.config import ExplainConfig, InputConfig, ModelConfig, TransformConfig
+from unhans.pipeline.model_loading import ModelLoadError, build_model
 from unhans.pipeline.small_cnn import small_cnn
-from unhans.pipeline.sources import SourceError, SourceSpec, TransformSpec, build_image_index
+from unhans.pipeline.sources import SourceError, build_image_index, open_source
 
 FACTORY = "unhans.pipeline.small_cnn:small_cnn"
 
@@ -130,7 +131,18 @@ def test_image_folder_without_class_folders(arrays):
 def test_image_folder_without_images(arrays):
     (arrays / "empty" / "cat").mkdir(parents=True)
     (arrays / "empty" / "cat" / "notes.txt").write_text("no images here")
-    _fails(arrays, SourceError, "no images", input__kind="imagefolder", input__path=str(arrays / "empty"))
+    _fails(arrays, SourceError, "class folder .*empty/cat holds no image", input__kind="imagefolder",
+           input__path=str(arrays / "empty"))
+
+
+def test_an_empty_class_folder_among_full_ones_is_named(tmp_path):
+    """torchvision's ImageFolder refuses it too: a silently missing class would shift later class indices."""
+    folder = tmp_path / "images"
+    _write_images(folder, 4)
+    (folder / "class1b").mkdir()
+    spec = InputConfig(kind="imagefolder", path=str(folder))
+    with pytest.raises(SourceError, match="class folder .*class1b holds no image"):
+        build_image_index(spec, tmp_path / "index.parquet")
 
 
 def test_parquet_list_without_the_path_column(arrays):
@@ -201,9 +213,8 @@ def _write_images(folder: Path, count: int, size: int = 32) -> None:
 
 
 def _image_source(tmp: Path, folder: Path, **transform) -> "object":
-    spec = SourceSpec(kind="imagefolder", path=str(folder), transform=TransformSpec(**transform))
-    index = build_image_index(spec, tmp / "index.parquet")
-    return SourceSpec(kind="imagefolder", path=str(folder), transform=TransformSpec(**transform), index=str(index)).open()
+    spec = InputConfig(kind="imagefolder", path=str(folder), transform=TransformConfig(**transform))
+    return open_source(spec, build_image_index(spec, tmp / "index.parquet"))
 
 
 def test_broken_image_files_are_quarantined_with_reasons(tmp_path):
@@ -231,9 +242,8 @@ def test_a_listed_file_that_is_missing_is_quarantined(tmp_path):
     _write_images(folder, 3)
     pq.write_table(pa.table({"path": ["class0/img0000.jpg", "class0/gone.jpg"], "label": [0, 1]}),
                    folder / "list.parquet")
-    spec = SourceSpec(kind="parquet", path=str(folder / "list.parquet"))
-    index = build_image_index(spec, tmp_path / "index.parquet")
-    batch = SourceSpec(kind="parquet", path=spec.path, index=str(index)).open().load(0, 2)
+    spec = InputConfig(kind="parquet", path=str(folder / "list.parquet"))
+    batch = open_source(spec, build_image_index(spec, tmp_path / "index.parquet")).load(0, 2)
     assert batch.status == ["ok", "quarantined"]
     assert batch.errors[1].startswith("file not found") and "gone.jpg" in batch.errors[1]
 
@@ -244,11 +254,11 @@ def test_nan_inf_inputs_and_non_finite_outputs_are_quarantined(arrays):
     x[3, 1, 5, 5] = np.inf
     x[4] = 3e38  # finite input whose logits overflow to Inf/NaN
     np.save(arrays / "bad.npy", x)
-    job = ExplainJob(run_dir=str(arrays), source=SourceSpec(kind="npy", path=str(arrays / "bad.npy"),
+    job = ExplainJob(run_dir=str(arrays), input=InputConfig(kind="npy", path=str(arrays / "bad.npy"),
                                                             labels_path=str(arrays / "y.npy")),
-                     model=ModelSpec(factory=FACTORY, checkpoint=str(arrays / "model.pt"), kwargs={"in_channels": 3}),
-                     device="cpu")
-    stored, rows = explain_range(LoadedJob(job), 0, 8)
+                     model=ModelConfig(factory=FACTORY, checkpoint=str(arrays / "model.pt"), kwargs={"in_channels": 3}),
+                     explain=ExplainConfig(device="cpu"))
+    stored, rows, _ = explain_range(LoadedJob(job), 0, 8)
     status, errors = rows.column("status").to_pylist(), rows.column("error").to_pylist()
     assert errors[2] == "input contains NaN" and errors[3] == "input contains Inf"
     assert errors[4] in ("model output contains NaN or Inf", "explanation contains NaN or Inf")
@@ -258,11 +268,11 @@ def test_nan_inf_inputs_and_non_finite_outputs_are_quarantined(arrays):
 
 def test_labels_outside_the_models_classes_are_quarantined_when_explaining_the_label(arrays):
     np.save(arrays / "labels.npy", np.array([0, 12, -3] + [1] * 17))
-    job = ExplainJob(run_dir=str(arrays), source=SourceSpec(kind="npy", path=str(arrays / "x.npy"),
+    job = ExplainJob(run_dir=str(arrays), input=InputConfig(kind="npy", path=str(arrays / "x.npy"),
                                                             labels_path=str(arrays / "labels.npy")),
-                     model=ModelSpec(factory=FACTORY, checkpoint=str(arrays / "model.pt"), kwargs={"in_channels": 3}),
-                     target="label", device="cpu")
-    _, rows = explain_range(LoadedJob(job), 0, 4)
+                     model=ModelConfig(factory=FACTORY, checkpoint=str(arrays / "model.pt"), kwargs={"in_channels": 3}),
+                     explain=ExplainConfig(target="label", device="cpu"))
+    _, rows, _ = explain_range(LoadedJob(job), 0, 4)
     assert rows.column("error").to_pylist()[:3] == ["", "label 12 is outside 0..9", "label -3 is outside 0..9"]
 
 

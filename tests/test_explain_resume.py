@@ -75,8 +75,9 @@ def test_sigkill_during_explain_then_rerun_gives_the_uninterrupted_result(refere
 
 
 def test_a_worker_killed_mid_stage_is_replaced_and_the_stage_completes(reference):
-    from unhans.pipeline.audit import AuditPaths, stage_explain
-    from unhans.storage import Markers
+    from unhans.pipeline.stages import explain
+    from unhans.pipeline.stages.context import AuditContext
+    from unhans.storage import Markers, RunLayout
 
     run = _without_explain(reference, reference / "worker-killed")
     config = from_dict(CONFIG)
@@ -93,7 +94,7 @@ def test_a_worker_killed_mid_stage_is_replaced_and_the_stage_completes(reference
 
     killer = threading.Thread(target=kill_one_worker_when_busy, daemon=True)
     killer.start()
-    stage_explain(config, AuditPaths(run), Markers(run), quiet=True)
+    explain.run(AuditContext(config, RunLayout(run), Markers(run), quiet=True))
     killer.join(timeout=5)
     assert killed, "no worker process was found to kill"
     _assert_same_outputs(reference / "reference", run)

@@ -22,12 +22,13 @@ from __future__ import annotations
 import os
 import re
 import threading
-import uuid
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Final
 
 import numpy as np
+
+from unhans.storage.atomic import write_npz_atomic
 
 from .trajectory import EpochRecord, Trajectory
 
@@ -54,35 +55,10 @@ def write_epoch(store: str | os.PathLike[str], epoch: int, record: EpochRecord, 
 
 
 def _write_file(path: Path, epoch: int, record: EpochRecord, num_classes: int) -> Path:
-    """Write, fsync and atomically rename the epoch file into its (existing) directory."""
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, margin=record.margin, prob=record.prob, correct=record.correct,
-                     epoch=np.int64(epoch), num_samples=np.int64(record.num_samples),
-                     num_classes=np.int64(num_classes), format_version=np.int64(FORMAT_VERSION))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-    return path
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    """Write the epoch file atomically and durably (:func:`unhans.storage.atomic.write_npz_atomic`)."""
+    return write_npz_atomic(path, margin=record.margin, prob=record.prob, correct=record.correct,
+                            epoch=np.int64(epoch), num_samples=np.int64(record.num_samples),
+                            num_classes=np.int64(num_classes), format_version=np.int64(FORMAT_VERSION))
 
 
 _lock = threading.Lock()

@@ -5,6 +5,13 @@ it reads its samples from the source, explains them, writes its own Zarr shard a
 Parquet part, then commits its marker. A rerun skips units with a marker; a retried unit
 (its worker died) overwrites only its own shard and part, so no sample is lost or
 duplicated. Unreadable samples are quarantined with a reason instead of failing the unit.
+
+Besides the heatmaps and the ``samples`` table, each unit writes its part of the ``outputs``
+table: every sample's full logits and, with ``record_features``, its penultimate features (the
+input of the model's last ``nn.Linear``, randomly projected to at most
+:data:`FEATURE_DIMS` dimensions). The logits come from the explanation's own forward pass; the
+features cost one extra no-grad forward per batch, which is why they are recorded only when the
+audit needs them (mislabel evidence without a recorded trajectory).
 """
 from __future__ import annotations
 
@@ -17,33 +24,38 @@ from pathlib import Path
 import numpy as np
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from .model_spec import ModelLoadError, ModelSpec
-from .sources import SourceError, SourceSpec
+from unhans.storage.layout import RunLayout
+
+from ..config import ExplainConfig, InputConfig, ModelConfig
+from ..model_loading import ModelLoadError, build_model
+from ..sources import SourceError, open_source
 
 STAGE = "explain"
 SAMPLES_TABLE = "samples"
+OUTPUTS_TABLE = "outputs"
 TOP_K = 3
-METHODS = ("lrp", "gradient", "gradient_x_input", "integrated_gradients", "occlusion")
+FEATURE_DIMS = 128
 
 
 @dataclass(frozen=True)
 class ExplainJob:
-    """Everything a worker needs to explain any unit of a run (picklable, no tensors)."""
+    """Everything a worker needs to explain any unit of a run (picklable, no tensors).
+
+    ``input`` and ``model`` are the config's own sections with absolute paths.
+    """
 
     run_dir: str
-    source: SourceSpec
-    model: ModelSpec
-    method: str = "lrp"
-    composite: str = "epsilon_plus_flat"
-    target: str = "predicted"
-    shard_size: int = 256
-    batch_size: int = 128
-    heatmap_dtype: str = "float16"
-    device: str = "auto"
+    input: InputConfig
+    model: ModelConfig
+    explain: ExplainConfig
     threads: int = 1
+    record_features: bool = False
 
     def key(self) -> str:
         return hashlib.sha1(json.dumps(asdict(self), sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+    def open_source(self):
+        return open_source(self.input, RunLayout(self.run_dir).image_index)
 
 
 def unit_ranges(num_samples: int, shard_size: int) -> list[tuple[int, int, int]]:
@@ -51,34 +63,68 @@ def unit_ranges(num_samples: int, shard_size: int) -> list[tuple[int, int, int]]
     return [(u, s, min(s + shard_size, num_samples)) for u, s in enumerate(range(0, num_samples, shard_size))]
 
 
-def make_explainer(model, method: str, composite: str):
-    """The explainer of ``method``; LRP with ``composite``. Unknown methods raise ValueError."""
-    from unhans import explainers
-    if method == "lrp":
-        return explainers.LRP(model, composite=composite)
-    if method == "gradient":
-        return explainers.Gradient(model)
-    if method == "gradient_x_input":
-        return explainers.GradientTimesInput(model)
-    if method == "integrated_gradients":
-        return explainers.IntegratedGradients(model)
-    if method == "occlusion":
-        return explainers.Occlusion(model)
-    raise ValueError(f"explain.method: unknown method {method!r} ({', '.join(METHODS)})")
+def build_explainer(model, explain: ExplainConfig):
+    """The configured explainer (:mod:`unhans.explainers.registry`); LRP gets the composite."""
+    from unhans.explainers.registry import make_explainer
+
+    options = {"composite": explain.composite} if explain.method == "lrp" else {}
+    return make_explainer(model, explain.method, **options)
+
+
+def last_linear(model):
+    """The model's last ``nn.Linear`` (its input is the penultimate feature vector), or None."""
+    import torch.nn as nn
+
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return linears[-1] if linears else None
+
+
+class FeatureProbe:
+    """Penultimate features of a batch: the input of the model's last ``nn.Linear``, from a no-grad forward.
+
+    Wider features are projected to :data:`FEATURE_DIMS` dimensions with a fixed Gaussian
+    matrix (seed 0, scaled by 1/sqrt(dims)): distances are kept up to a small factor
+    (Johnson-Lindenstrauss), which is all a nearest-neighbour label check needs.
+    """
+
+    def __init__(self, model):
+        self.model, self.layer, self.projection = model, last_linear(model), None
+
+    def __call__(self, x):
+        import torch
+
+        if self.layer is None:
+            return None
+        captured = []
+        handle = self.layer.register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach()))
+        try:
+            with torch.no_grad():
+                self.model(x)
+        finally:
+            handle.remove()
+        features = captured[-1].flatten(1).float()
+        if features.shape[1] > FEATURE_DIMS:
+            if self.projection is None or self.projection.shape[0] != features.shape[1]:
+                generator = torch.Generator().manual_seed(0)
+                self.projection = (torch.randn(features.shape[1], FEATURE_DIMS, generator=generator)
+                                   / FEATURE_DIMS ** 0.5).to(features.device)
+            features = features @ self.projection
+        return features.cpu()
 
 
 class LoadedJob:
     """A job's source, model and explainer, opened once per process (per Dask worker)."""
 
     def __init__(self, job: ExplainJob):
-        from .devices import limit_threads, resolve_device
+        from ..devices import limit_threads, resolve_device
 
         limit_threads(job.threads)
         self.job = job
-        self.device = resolve_device(job.device)
-        self.source = job.source.open()
-        self.model = job.model.build(self.device)
-        self.explainer = make_explainer(self.model, job.method, job.composite)
+        self.device = resolve_device(job.explain.device)
+        self.source = job.open_source()
+        self.model = build_model(job.model, self.device)
+        self.explainer = build_explainer(self.model, job.explain)
+        self.features = FeatureProbe(self.model) if job.record_features else None
         self._num_classes: int | None = None
 
     def num_classes(self, x) -> int:
@@ -92,6 +138,7 @@ class LoadedJob:
 
 
 def _rows(ids, batch, logits, targets, relevance_sums, scales, status, errors):
+    """The unit's part of the ``samples`` table."""
     import pyarrow as pa
 
     top_values, top_classes = logits.topk(min(TOP_K, logits.shape[1]), dim=1)
@@ -100,6 +147,7 @@ def _rows(ids, batch, logits, targets, relevance_sums, scales, status, errors):
         conservation = np.where(explained != 0, relevance_sums / explained, np.nan)
     return pa.table({
         "sample_id": pa.array(ids, pa.int64()),
+        "key": pa.array(batch.keys, pa.string()),
         "source": pa.array(batch.sources, pa.string()),
         "label": pa.array(batch.labels, pa.int64()),
         "prediction": pa.array(logits.argmax(1).numpy(), pa.int64()),
@@ -120,20 +168,33 @@ def _quarantine(status: list[str], errors: list[str], index: int, reason: str) -
         status[index], errors[index] = "quarantined", reason
 
 
+def _outputs(ids, logits, features):
+    """The unit's part of the ``outputs`` table: full logits and (optional) penultimate features."""
+    import pyarrow as pa
+
+    columns = {"sample_id": pa.array(ids, pa.int64()),
+               "logits": pa.FixedSizeListArray.from_arrays(pa.array(logits.numpy().ravel(), pa.float32()),
+                                                           logits.shape[1])}
+    if features is not None:
+        columns["features"] = pa.FixedSizeListArray.from_arrays(
+            pa.array(features.numpy().ravel(), pa.float32()), features.shape[1])
+    return pa.table(columns)
+
+
 def explain_range(loaded: LoadedJob, start: int, stop: int):
-    """Explain samples [start, stop): (heatmaps normalized for storage, table rows)."""
+    """Explain samples [start, stop): (heatmaps normalized for storage, samples rows, outputs rows)."""
     import torch
 
     from unhans.storage import normalize_for_storage
 
-    job = loaded.job
+    job = loaded.job.explain
     batch = loaded.source.load(start, stop)
     n = stop - start
     ids = np.arange(start, stop, dtype=np.int64)
     status, errors = list(batch.status), list(batch.errors)
     x_all = torch.from_numpy(batch.images)
     heatmaps = np.zeros(batch.images.shape, dtype=np.float32)
-    logit_chunks, target_chunks = [], []
+    logit_chunks, target_chunks, feature_chunks = [], [], []
     for b in range(0, n, job.batch_size):
         sl = slice(b, min(b + job.batch_size, n))
         x = x_all[sl].to(loaded.device)
@@ -173,13 +234,18 @@ def explain_range(loaded: LoadedJob, start: int, stop: int):
                 target[~good] = torch.from_numpy(np.clip(batch.labels[sl][~good], 0, num_classes - 1).astype(np.int64))
         logit_chunks.append(torch.nan_to_num(logits))
         target_chunks.append(target)
+        if loaded.features is not None:
+            feature_chunks.append(loaded.features(x))
     quarantined = np.array([s != "ok" for s in status])
     heatmaps[quarantined] = 0.0
     logits_all, targets = torch.cat(logit_chunks), torch.cat(target_chunks)
     relevance_sums = heatmaps.reshape(n, -1).sum(1)
     stored, scales = normalize_for_storage(heatmaps)
     rows = _rows(ids, batch, logits_all, targets, relevance_sums, scales, status, errors)
-    return stored.astype(job.heatmap_dtype), rows
+    features = None
+    if feature_chunks and feature_chunks[0] is not None:
+        features = torch.nan_to_num(torch.cat(feature_chunks))
+    return stored.astype(job.heatmap_dtype), rows, _outputs(ids, logits_all, features)
 
 
 def explain_unit(key: str, unit: int, start: int, stop: int) -> dict:
@@ -190,8 +256,9 @@ def explain_unit(key: str, unit: int, start: int, stop: int) -> dict:
 
     loaded = get_worker().plugins[f"unhans-explain-{key}"].loaded
     run_dir = Path(loaded.job.run_dir)
-    stored, rows = explain_range(loaded, start, stop)
+    stored, rows, outputs = explain_range(loaded, start, stop)
     open_heatmap_array(run_dir, mode="r+")[start:stop] = stored
+    write_part(run_dir, OUTPUTS_TABLE, unit, outputs)
     write_part(run_dir, SAMPLES_TABLE, unit, rows)
     quarantined = sum(s != "ok" for s in rows.column("status").to_pylist())
     Markers(run_dir).mark_unit(STAGE, unit, start=start, stop=stop, quarantined=quarantined)
@@ -215,13 +282,13 @@ class ExplainerPlugin(WorkerPlugin):
 def check_job(job: ExplainJob) -> tuple[int, tuple[int, ...]]:
     """Fail before any work: open the source, build the model, explain one sample.
 
-    Returns (number of samples, sample shape). Raises SourceError, ModelLoadError,
+    Returns (number of samples, sample shape, number of model outputs). Raises SourceError, ModelLoadError,
     UnsupportedModelError or ValueError with a message naming the key or file.
     """
     import torch
 
-    source = job.source.open()
-    model = job.model.build("cpu")
+    source = job.open_source()
+    model = build_model(job.model, "cpu")
     probe = None
     for start in range(0, min(len(source), 256), 16):
         batch = source.load(start, min(start + 16, len(source)))
@@ -242,9 +309,9 @@ def check_job(job: ExplainJob) -> tuple[int, tuple[int, ...]]:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ModelLoadError(f"model: output must be (batch, classes) logits, got {shape} for input "
                              f"{tuple(probe.shape)}")
-    explainer = make_explainer(model, job.method, job.composite)
+    explainer = build_explainer(model, job.explain)
     explainer(probe, out.argmax(1))
-    return len(source), tuple(source.sample_shape)
+    return len(source), tuple(source.sample_shape), int(out.shape[1])
 
 
 def _malloc_trim_threshold() -> str | None:
@@ -274,10 +341,10 @@ def run_explain_stage(job: ExplainJob, client, *, num_samples: int, sample_shape
     from unhans.storage import Markers, create_heatmap_array
 
     run_dir = Path(job.run_dir)
-    create_heatmap_array(run_dir, num_samples, sample_shape, job.shard_size, job.heatmap_dtype)
+    create_heatmap_array(run_dir, num_samples, sample_shape, job.explain.shard_size, job.explain.heatmap_dtype)
     markers = Markers(run_dir)
     done = markers.done_units(STAGE)
-    units = unit_ranges(num_samples, job.shard_size)
+    units = unit_ranges(num_samples, job.explain.shard_size)
     todo = [u for u in units if u[0] not in done]
     key = job.key()
     if todo:
@@ -307,3 +374,33 @@ def quarantine_summary(run_dir: Path, limit: int = 10) -> tuple[int, list[str]]:
     bad = table.filter(pc.not_equal(table.column("status"), "ok")).sort_by("sample_id")
     lines = [f"sample {r['sample_id']} ({r['source']}): {r['error']}" for r in bad.slice(0, limit).to_pylist()]
     return bad.num_rows, lines
+
+
+def run(ctx) -> None:
+    """The audit's explain stage: every sample of the input, unit by unit, on the Dask cluster."""
+    import time
+
+    from ..cluster import dask_client
+
+    config = ctx.config
+    info = ctx.manifest()["dataset"]
+    job = ExplainJob(run_dir=str(ctx.layout.root.resolve()), input=ctx.input_spec(), model=ctx.model_spec(),
+                     explain=config.explain, threads=config.cluster.threads_per_worker,
+                     record_features=ctx.trajectory_store() is None)
+    start = time.perf_counter()
+    with dask_client(config.cluster) as client:
+        where = config.cluster.scheduler or f"LocalCluster, {config.cluster.workers} workers"
+        ctx.log(f"explain: {config.explain.method}"
+                + (f" {config.explain.composite}" if config.explain.method == "lrp" else "") + f" on {where}")
+        counts = run_explain_stage(job, client, num_samples=info["num_samples"],
+                                   sample_shape=tuple(info["sample_shape"]), progress=not ctx.quiet)
+    seconds = time.perf_counter() - start
+    quarantined, examples = quarantine_summary(ctx.layout.root)
+    ctx.markers.mark_stage(STAGE, seconds=seconds, quarantined=quarantined, **counts)
+    ctx.log(f"explain: {info['num_samples']} heatmaps in {seconds:.1f}s "
+            f"({counts['computed_units']}/{counts['units']} units computed now)")
+    if quarantined:
+        print(f"explain: {quarantined} sample(s) quarantined (left out of the analysis, listed in "
+              f"tables/samples):", file=sys.stderr)
+        for line in examples:
+            print(f"  {line}", file=sys.stderr)

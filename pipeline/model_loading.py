@@ -13,9 +13,12 @@ set: a pickled checkpoint can run arbitrary code when loaded.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+import os
+import sys
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+
+from .config import ModelConfig
 
 MODEL_KINDS = ("factory", "torchvision", "torchscript")
 
@@ -24,17 +27,28 @@ class ModelLoadError(ValueError):
     """The model cannot be built or its weights cannot be loaded; the message says which file and why."""
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    kind: str = "factory"
-    factory: str | None = None
-    name: str | None = None
-    checkpoint: str | None = None
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    trust_checkpoint: bool = False
+def absolute_model(cfg: ModelConfig) -> ModelConfig:
+    """``cfg`` with an absolute checkpoint path, and the working directory remembered for factory imports.
 
-    def build(self, device: str = "cpu"):
-        """The model in eval mode on ``device``; raises :class:`ModelLoadError`."""
+    A factory ``mymodels:make_net`` next to the user's config is found on the workers too: the
+    working directory where the command ran travels with the spec (``search_path``).
+    """
+    checkpoint = str(Path(cfg.checkpoint).expanduser().resolve()) if cfg.checkpoint else None
+    return replace(cfg, checkpoint=checkpoint, search_path=cfg.search_path or os.getcwd())
+
+
+def build_model(cfg: ModelConfig, device: str = "cpu"):
+    """The model of ``cfg`` in eval mode on ``device``; raises :class:`ModelLoadError`."""
+    return _Builder(cfg).build(device)
+
+
+class _Builder:
+    def __init__(self, cfg: ModelConfig):
+        self.kind, self.factory, self.name = cfg.kind, cfg.factory, cfg.name
+        self.checkpoint, self.kwargs = cfg.checkpoint, dict(cfg.kwargs or {})
+        self.trust_checkpoint, self.search_path = cfg.trust_checkpoint, cfg.search_path
+
+    def build(self, device: str):
         if self.kind == "torchscript":
             return self._torchscript(device)
         if self.kind == "factory":
@@ -53,6 +67,8 @@ class ModelSpec:
         module_name, _, attr = self.factory.partition(":")
         if not attr:
             raise ModelLoadError(f"model.factory: {self.factory!r} must look like 'package.module:callable'")
+        if self.search_path and self.search_path not in sys.path:
+            sys.path.append(self.search_path)
         try:
             factory = getattr(importlib.import_module(module_name), attr)
         except (ImportError, AttributeError) as exc:

@@ -12,44 +12,42 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import SprayConfig
+from ..config import SprayConfig
+from .context import AuditContext
+
+STAGE = "spray"
 
 CONFIRM_TOP = 3  # candidates (best scores first) checked by counterfactual pasting
 
 
 class Explanations:
-    """Read access to a run's relevance heatmaps (stored value × per-sample scale)."""
+    """The run's relevance (:class:`unhans.storage.Relevance`) with each sample's explained class.
+
+    ``target`` is -1 for quarantined samples, which every analysis leaves out.
+    """
 
     def __init__(self, run: Path):
-        from unhans.storage import open_run
+        from unhans.storage import Relevance, read_table
 
-        r = open_run(run)
-        table = r.table("samples", columns=["sample_id", "target", "scale", "status"]).sort_by("sample_id")
-        self.sample_id = table.column("sample_id").to_numpy()
-        self.scale = table.column("scale").to_numpy().astype(np.float32)
+        self.relevance = Relevance(run)
+        table = read_table(run, "samples", columns=["sample_id", "target", "status"]).sort_by("sample_id")
         ok = np.asarray(table.column("status").to_pylist()) == "ok"
         self.target = np.where(ok, table.column("target").to_numpy(), -1)
-        self.array = r.heatmaps
-        self.shard = int(self.array.shards[0]) if self.array.shards else int(self.array.chunks[0])
+        self.sample_id = self.relevance.sample_id
+        self.shard = self.relevance.shard
 
     def __len__(self) -> int:
-        return len(self.sample_id)
+        return len(self.relevance)
 
     @property
-    def map_shape(self) -> tuple[int, int]:
-        return tuple(self.array.shape[-2:])
+    def map_shape(self) -> tuple[int, ...]:
+        return self.relevance.map_shape
 
     def take(self, idx: np.ndarray) -> np.ndarray:
-        """Heatmaps of the (sorted) sample ids ``idx`` as float32 (n, C, H, W)."""
-        stored = np.asarray(self.array.get_orthogonal_selection((idx,)), dtype=np.float32)
-        return stored * self.scale[idx].reshape((-1,) + (1,) * (stored.ndim - 1))
+        return self.relevance.take(idx)
 
     def shards(self):
-        """(start, stop, heatmaps) for every shard, in order."""
-        for start in range(0, len(self), self.shard):
-            stop = min(start + self.shard, len(self))
-            stored = np.asarray(self.array[start:stop], dtype=np.float32)
-            yield start, stop, stored * self.scale[start:stop].reshape((-1,) + (1,) * (stored.ndim - 1))
+        return self.relevance.shards()
 
 
 def _class_share_sums(explanations: Explanations, classes: np.ndarray) -> dict[int, np.ndarray]:
@@ -67,7 +65,9 @@ def _class_share_sums(explanations: Explanations, classes: np.ndarray) -> dict[i
 def _predictor(model_spec):
     import torch
 
-    model = model_spec.build("cpu")
+    from ..model_loading import build_model
+
+    model = build_model(model_spec, "cpu")
 
     def predict_proba(x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -76,11 +76,21 @@ def _predictor(model_spec):
     return predict_proba
 
 
-def run_spray_stage(run: Path, images_path: Path, cfg: SprayConfig, *, model_spec=None, quiet: bool = False) -> dict:
+def run(ctx: AuditContext) -> None:
+    """The audit's SpRAy stage over the run store, the input read from its source."""
+    from ..sources import SampleImages
+
+    summary = run_spray_stage(ctx, SampleImages(ctx.source()), ctx.config.spray, model_spec=ctx.model_spec())
+    ctx.markers.mark_stage(STAGE, classes=summary["classes"])
+    ctx.log(f"spray: {summary['classes']} classes, {summary['clusters']} clusters")
+
+
+def run_spray_stage(ctx: AuditContext, images, cfg: SprayConfig, *, model_spec=None) -> dict:
     """Write tables/spray, spray.json and spray_cluster_means.npz; returns counts.
 
-    images_path: the inputs as .npy (N, C, H, W) (read by index, memory-mapped). With
-    ``model_spec``, the best candidates get a counterfactual confirmation.
+    images: the inputs as the model sees them, indexable by sorted id arrays and slices
+    (:class:`unhans.pipeline.sources.SampleImages`). With ``model_spec``, the best candidates get
+    a counterfactual confirmation.
     """
     import pyarrow as pa
     from tqdm.auto import tqdm
@@ -88,11 +98,11 @@ def run_spray_stage(run: Path, images_path: Path, cfg: SprayConfig, *, model_spe
     from unhans.spray import (ClusterEvidence, analyze_group, class_evidence, confirm_candidate, normalize_features,
                        pattern_carriers, pool_by_group, pool_heatmaps, region_relevance, relevance_shares,
                        sample_artifact_scores, umap_map)
-    from unhans.storage import read_table, write_table
-    from unhans.storage.atomic import write_json_atomic
+    from unhans.storage import read_table
+    from unhans.storage.atomic import write_json_atomic, write_npz_atomic
 
+    run, layout, quiet = ctx.layout.root, ctx.layout, ctx.quiet
     explanations = Explanations(run)
-    images = np.load(images_path, mmap_mode="r")
     n = len(explanations)
     target = explanations.target
     ok = target >= 0
@@ -171,7 +181,7 @@ def run_spray_stage(run: Path, images_path: Path, cfg: SprayConfig, *, model_spe
     for info, _ in candidates:
         info["candidate"]["other_members"] = carriers[info["class_id"]]
 
-    write_table(run, "spray", pa.table({
+    ctx.write_table(STAGE, pa.table({
         "sample_id": pa.array(explanations.sample_id, pa.int64()),
         "class_id": pa.array(target, pa.int64()),
         "cluster": pa.array(cluster_col, pa.int64()),
@@ -180,6 +190,6 @@ def run_spray_stage(run: Path, images_path: Path, cfg: SprayConfig, *, model_spe
         "umap_x": pa.array(umap_xy[:, 0], pa.float32()),
         "umap_y": pa.array(umap_xy[:, 1], pa.float32()),
     }))
-    np.savez_compressed(run / "spray_cluster_means.npz", **cluster_means)
-    write_json_atomic(run / "unhans.spray.json", {"window": window, "pixel_std": pixel_std, "classes": report_classes})
+    write_npz_atomic(layout.cluster_means, compressed=True, **cluster_means)
+    write_json_atomic(layout.spray, {"window": window, "pixel_std": pixel_std, "classes": report_classes})
     return {"classes": len(classes), "clusters": sum(c["n_clusters"] for c in report_classes)}

@@ -1,0 +1,78 @@
+"""What every audit stage gets: the config, the run's layout and markers, and its inputs resolved.
+
+Stages talk only through the run directory. The two kinds of audit differ only here: the
+embedded digits read their arrays from ``RUN/inputs`` and their model from ``RUN/model.pt``
+(written by the data and train stages); a user's audit reads the user's ``input:`` and
+``model:`` (paths made absolute) and, optionally, the user's recorded trajectory.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from unhans.storage import Markers, RunLayout
+
+from ..config import AuditConfig, InputConfig, ModelConfig
+from ..model_loading import absolute_model
+from ..sources import absolute_input, open_source
+
+EMBEDDED_MODEL_FACTORY = "unhans.pipeline.small_cnn:small_cnn"
+
+
+@dataclass
+class AuditContext:
+    config: AuditConfig
+    layout: RunLayout
+    markers: Markers
+    quiet: bool = False
+
+    def log(self, message: str) -> None:
+        if not self.quiet:
+            print(message, flush=True)
+
+    def manifest(self) -> dict:
+        return json.loads(self.layout.manifest.read_text())
+
+    def input_spec(self) -> InputConfig:
+        """The input every stage reads, with absolute paths."""
+        if self.config.embedded:
+            return InputConfig(kind="npy", path=str(self.layout.embedded_images.resolve()),
+                               labels_path=str(self.layout.embedded_labels.resolve()))
+        return absolute_input(self.config.input)
+
+    def model_spec(self) -> ModelConfig:
+        """The audited model, with absolute paths (the embedded one as trained by the train stage)."""
+        if self.config.embedded:
+            model = self.manifest()["model"]
+            return ModelConfig(kind="factory", factory=model["factory"], kwargs=model["kwargs"],
+                               checkpoint=str(self.layout.model.resolve()))
+        return absolute_model(self.config.model)
+
+    def source(self):
+        """The opened input (image inputs read the index the data stage wrote)."""
+        return open_source(self.input_spec(), self.layout.image_index)
+
+    def trajectory_store(self) -> Path | None:
+        """Where the training dynamics are: the run itself (embedded), the user's store, or None."""
+        if self.config.embedded:
+            return self.layout.root
+        path = self.config.dynamics.trajectory
+        return Path(path).expanduser().resolve() if path else None
+
+    def class_names(self) -> list[str]:
+        return list(self.manifest()["dataset"]["class_names"])
+
+    def keys(self):
+        """The ``key`` column in sample-id order (from the samples table)."""
+        from unhans.storage import read_table
+
+        return read_table(self.layout.root, "samples", columns=["sample_id", "key"]).sort_by("sample_id").column("key")
+
+    def write_table(self, name: str, table) -> None:
+        """Write a per-sample table with ``key`` as its second column (every table joins on sample_id or key)."""
+        from unhans.storage import write_table
+
+        if "key" not in table.column_names:
+            table = table.add_column(1, "key", self.keys())
+        write_table(self.layout.root, name, table)

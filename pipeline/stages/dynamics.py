@@ -1,0 +1,70 @@
+"""The dynamics stage: per-sample mislabel evidence, from training dynamics or from the model alone.
+
+With a trajectory (the embedded training stage's, or ``dynamics.trajectory`` recorded in the
+user's own loop with ``DynamicsRecorder``): AUM, cartography and forgetting statistics and the
+mislabel flags of :mod:`unhans.spray.dynamics`. Without one: the audited model's logits and
+penultimate features from the explain pass (:mod:`unhans.spray.label_quality`). Either way the
+``dynamics`` table has ``mislabel_score`` and ``mislabel_suspect``, and the stage's marker says
+which evidence was used (summary.json ``mislabel.evidence``).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .context import AuditContext
+
+STAGE = "dynamics"
+
+
+def run(ctx: AuditContext) -> None:
+    store = ctx.trajectory_store()
+    if store is not None:
+        table, evidence = _from_trajectory(ctx, store)
+    else:
+        table, evidence = _from_model(ctx)
+    ctx.write_table(STAGE, table)
+    suspects = int(np.asarray(table.column("mislabel_suspect")).sum())
+    ctx.markers.mark_stage(STAGE, mislabel_suspects=suspects, evidence=evidence)
+    ctx.log(f"dynamics: {suspects} mislabel suspects from {evidence['source']}")
+
+
+def _from_trajectory(ctx: AuditContext, store) -> tuple:
+    from unhans.spray.dynamics import load_trajectory, statistics_from_trajectory
+
+    trajectory = load_trajectory(store)
+    table = statistics_from_trajectory(trajectory)
+    return table, {"source": "training dynamics", "method": "area under the margin (Pleiss et al. 2020), "
+                   "cartography, forgetting", "trajectory": str(store), "epochs": int(trajectory.num_epochs)}
+
+
+def _from_model(ctx: AuditContext) -> tuple:
+    import pyarrow as pa
+
+    from unhans.spray.label_quality import label_quality_from_model
+    from unhans.storage import read_table
+
+    samples = read_table(ctx.layout.root, "samples", columns=["sample_id", "label", "status"]).sort_by("sample_id")
+    outputs = read_table(ctx.layout.root, "outputs").sort_by("sample_id")
+    labels = samples.column("label").to_numpy().copy()
+    labels[np.asarray(samples.column("status").to_pylist()) != "ok"] = -1
+    num_classes = int(ctx.manifest()["dataset"]["num_classes"])
+    labels[(labels < 0) | (labels >= num_classes)] = -1
+    logits = _matrix(outputs.column("logits"))
+    features = _matrix(outputs.column("features")) if "features" in outputs.column_names else None
+    quality = label_quality_from_model(logits, labels, features, n_neighbors=ctx.config.spray.n_neighbors,
+                                       seed=ctx.config.spray.seed)
+    score = np.nan_to_num(quality.score, nan=0.0)
+    table = pa.table({
+        "sample_id": samples.column("sample_id"),
+        "mislabel_score": pa.array(score, pa.float32()),
+        "mislabel_suspect": pa.array(quality.suspect & (labels >= 0)),
+    })
+    return table, {"source": "the audited model (no trajectory)", **quality.evidence}
+
+
+def _matrix(column) -> np.ndarray:
+    """A fixed-size-list column as an (N, D) float32 array."""
+    import pyarrow as pa
+
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    return np.asarray(array.flatten().to_numpy(zero_copy_only=False), np.float32).reshape(len(array), -1)

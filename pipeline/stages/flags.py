@@ -1,0 +1,119 @@
+"""The flags stage: per-sample flags and scores, the Clever-Hans class ranking, and summary.json."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from .context import AuditContext
+
+STAGE = "flags"
+SUMMARY_SCHEMA_VERSION = 2
+TIMED_STAGES = ("data", "train", "explain", "dynamics", "spray")
+
+
+def _evidence_of(candidate: dict):
+    from unhans.spray import ClusterEvidence
+
+    return ClusterEvidence(**{k: v for k, v in candidate.items() if k not in ("confirmation", "window")},
+                           window=tuple(candidate["window"]))
+
+
+def run(ctx: AuditContext) -> None:
+    import pyarrow as pa
+
+    from unhans.spray import flag_classes, rank_classes
+    from unhans.spray.clever_hans import FLAG_SCORE
+    from unhans.storage import read_table
+    from unhans.storage.atomic import write_json_atomic
+
+    from ..config import to_dict
+
+    layout, config = ctx.layout, ctx.config
+    spray_info = json.loads(layout.spray.read_text())
+    candidates = [c for c in spray_info["classes"] if c["candidate"] is not None]
+    evidence = [_evidence_of(c["candidate"]) for c in candidates]
+    confirmations = {c["class_id"]: c["candidate"].get("confirmation") for c in candidates}
+    flagged = flag_classes(evidence)
+    ranking = rank_classes(evidence, [c["class_id"] for c in spray_info["classes"]])
+    samples = read_table(layout.root, "samples", columns=["sample_id", "status"]).sort_by("sample_id")
+    status = samples.column("status").to_numpy(zero_copy_only=False)
+    spray_table = read_table(layout.root, "spray").sort_by("sample_id")
+    artifact_score = spray_table.column("artifact_score").to_numpy().astype(np.float64)
+    dynamics = read_table(layout.root, "dynamics").sort_by("sample_id")
+    mislabel_score = dynamics.column("mislabel_score").to_numpy(zero_copy_only=False).astype(np.float64)
+    mislabel_suspect = dynamics.column("mislabel_suspect").to_numpy(zero_copy_only=False).astype(bool)
+    n = len(status)
+    artifact_suspect = np.zeros(n, bool)
+    for e in flagged:
+        artifact_suspect[e.carriers] = True
+        artifact_suspect[e.other_members] = True
+    ctx.write_table(STAGE, pa.table({
+        "sample_id": pa.array(np.arange(n), pa.int64()),
+        "artifact_score": pa.array(artifact_score, pa.float32()),
+        "artifact_suspect": pa.array(artifact_suspect),
+        "mislabel_score": pa.array(mislabel_score, pa.float32()),
+        "mislabel_suspect": pa.array(mislabel_suspect),
+    }))
+    manifest = ctx.manifest()
+    names = ctx.class_names()
+    train_info = ctx.markers.stage_info("train") or {}
+    dynamics_info = ctx.markers.stage_info("dynamics") or {}
+
+    def name(k: int) -> str:
+        return names[k] if 0 <= k < len(names) else str(k)
+
+    summary = {
+        "schema_version": SUMMARY_SCHEMA_VERSION,
+        "run": str(layout.root),
+        "config": to_dict(config),
+        "versions": manifest.get("versions", {}),
+        "dataset": manifest.get("dataset", {}),
+        "model": {**manifest.get("model", {}), "train_accuracy": train_info.get("train_accuracy"),
+                  "test_accuracy": train_info.get("test_accuracy")},
+        "samples": {"total": n, "explained": int((status == "ok").sum()),
+                    "quarantined": int((status != "ok").sum())},
+        "clever_hans": {
+            "class_ranking": [{"class_id": k, "class_name": name(k), "score": s} for k, s in ranking],
+            "flagged_clusters": [{**e.to_dict(), "class_name": name(e.class_id),
+                                  "confirmation": confirmations.get(e.class_id)} for e in flagged],
+            "confirmations": [v for v in confirmations.values() if v],
+            "flag_threshold": FLAG_SCORE,
+            "artifact_suspects": int(artifact_suspect.sum()),
+        },
+        "mislabel": {"suspects": int(mislabel_suspect.sum()), "evidence": dynamics_info.get("evidence")},
+        "stages": _stage_seconds(ctx.markers, n),
+    }
+    if config.embedded:  # the embedded dataset carries ground truth
+        summary["evaluation"] = _evaluation(ctx, ranking, artifact_suspect, mislabel_score)
+    write_json_atomic(layout.summary, summary)
+    ctx.markers.mark_stage(STAGE, artifact_suspects=int(artifact_suspect.sum()),
+                           mislabel_suspects=int(mislabel_suspect.sum()))
+    ctx.log(f"flags: {len(flagged)} Clever-Hans cluster(s), {int(artifact_suspect.sum())} artifact suspects, "
+            f"{int(mislabel_suspect.sum())} mislabel suspects")
+
+
+def _evaluation(ctx: AuditContext, ranking, artifact_suspect, mislabel_score) -> dict:
+    from unhans.storage import read_table
+
+    from ..evaluation import evaluate
+
+    truth = read_table(ctx.layout.root, "ground_truth").sort_by("sample_id")
+    art = ctx.config.dataset.artifact
+    return evaluate(
+        class_ranking=[k for k, _ in ranking], artifact_class=art.class_ if art.fraction > 0 else None,
+        artifact_suspect=artifact_suspect, tagged=truth.column("tagged").to_numpy(zero_copy_only=False),
+        mislabel_score=mislabel_score, flipped=truth.column("flipped").to_numpy(zero_copy_only=False),
+    )
+
+
+def _stage_seconds(markers, num_samples: int) -> dict:
+    """Wall seconds of the stages before flags (as their markers recorded them), explain samples/s."""
+    out = {}
+    for name in TIMED_STAGES:
+        seconds = (markers.stage_info(name) or {}).get("seconds")
+        out[name] = {"seconds": None if seconds is None else round(float(seconds), 3)}
+    explain = out["explain"]["seconds"]
+    if explain:
+        out["explain"]["samples_per_second"] = round(num_samples / explain, 1)
+    return out

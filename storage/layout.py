@@ -1,0 +1,108 @@
+"""Every file of a run directory, named in one place.
+
+::
+
+    RUN/manifest.json              schema version, config, package versions, dataset/model identity
+    RUN/heatmaps.zarr              (N, C, H, W) relevance / scale, Zarr v3, one shard per unit
+    RUN/tables/<name>/part-*.parquet   per-sample tables: samples, outputs, dynamics, spray, flags,
+                                   ground_truth (embedded dataset only)
+    RUN/markers/<stage>.done       completion markers (and markers/<stage>/<unit>.done)
+    RUN/inputs/                    the embedded dataset's arrays, or the image index of a user's input
+    RUN/dynamics/epoch-*.npz       a trajectory recorded by the audit's own training stage
+    RUN/model.pt                   the embedded path's trained model
+    RUN/spray.json                 per-class SpRAy results and Clever-Hans candidates
+    RUN/spray_cluster_means.npz    mean heatmap per class and cluster (for the report)
+    RUN/summary.json               what nightly jobs compare
+    RUN/report.html                what people read
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+MANIFEST = "manifest.json"
+HEATMAPS = "heatmaps.zarr"
+TABLES = "tables"
+MARKERS = "markers"
+INPUTS = "inputs"
+DYNAMICS = "dynamics"
+MODEL = "model.pt"
+SPRAY = "spray.json"
+CLUSTER_MEANS = "spray_cluster_means.npz"
+SUMMARY = "summary.json"
+REPORT = "report.html"
+IMAGE_INDEX = "image_index.parquet"
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """The paths of one run directory."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / MANIFEST
+
+    @property
+    def heatmaps(self) -> Path:
+        return self.root / HEATMAPS
+
+    @property
+    def tables(self) -> Path:
+        return self.root / TABLES
+
+    def table(self, name: str) -> Path:
+        return self.root / TABLES / name
+
+    @property
+    def markers(self) -> Path:
+        return self.root / MARKERS
+
+    @property
+    def inputs(self) -> Path:
+        return self.root / INPUTS
+
+    @property
+    def image_index(self) -> Path:
+        return self.root / INPUTS / IMAGE_INDEX
+
+    @property
+    def embedded_images(self) -> Path:
+        return self.root / INPUTS / "images.npy"
+
+    @property
+    def embedded_labels(self) -> Path:
+        return self.root / INPUTS / "labels.npy"
+
+    @property
+    def embedded_test(self) -> Path:
+        return self.root / INPUTS / "test.npz"
+
+    @property
+    def dynamics(self) -> Path:
+        """The run directory's own trajectory folder (``DynamicsRecorder(store=RUN)`` writes here)."""
+        return self.root / DYNAMICS
+
+    @property
+    def model(self) -> Path:
+        return self.root / MODEL
+
+    @property
+    def spray(self) -> Path:
+        return self.root / SPRAY
+
+    @property
+    def cluster_means(self) -> Path:
+        return self.root / CLUSTER_MEANS
+
+    @property
+    def summary(self) -> Path:
+        return self.root / SUMMARY
+
+    @property
+    def report(self) -> Path:
+        return self.root / REPORT

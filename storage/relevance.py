@@ -1,0 +1,59 @@
+"""Reading relevance back: stored heatmaps times their per-sample scale.
+
+The heatmap array holds ``relevance / max|relevance|`` per sample (see :mod:`.heatmaps`); the
+scale lives in the ``samples`` table. Readers here hand out the relevance itself, so no caller
+multiplies the scale back on its own.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from .heatmaps import open_heatmap_array
+from .tables import read_table
+
+
+class Relevance:
+    """Read access to a run's relevance heatmaps by sample id, out of core."""
+
+    def __init__(self, run: str | Path):
+        table = read_table(run, "samples", columns=["sample_id", "scale"]).sort_by("sample_id")
+        self.sample_id = table.column("sample_id").to_numpy()
+        self.scale = table.column("scale").to_numpy().astype(np.float32)
+        self.array = open_heatmap_array(Path(run))
+        if len(self.sample_id) != self.array.shape[0] or not np.array_equal(self.sample_id, np.arange(len(self.sample_id))):
+            raise ValueError(f"{run}: the samples table ({len(self.sample_id)} rows) does not cover the heatmap "
+                             f"array ({self.array.shape[0]} samples) id by id; the explain stage is incomplete")
+        self.shard = int(self.array.shards[0]) if self.array.shards else int(self.array.chunks[0])
+
+    def __len__(self) -> int:
+        return len(self.sample_id)
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape[1:])
+
+    @property
+    def map_shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape[-2:])
+
+    def _scaled(self, stored: np.ndarray, ids: np.ndarray | slice) -> np.ndarray:
+        stored = np.asarray(stored, dtype=np.float32)
+        return stored * self.scale[ids].reshape((-1,) + (1,) * (stored.ndim - 1))
+
+    def take(self, ids: np.ndarray) -> np.ndarray:
+        """Relevance of the sorted sample ids ``ids`` as float32 (n, *sample_shape)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        return self._scaled(self.array.get_orthogonal_selection((ids,)), ids)
+
+    def one(self, sample_id: int) -> np.ndarray:
+        """Relevance of one sample, float32 (*sample_shape)."""
+        return self._scaled(self.array[sample_id:sample_id + 1], slice(sample_id, sample_id + 1))[0]
+
+    def shards(self) -> Iterator[tuple[int, int, np.ndarray]]:
+        """(start, stop, relevance) for every shard, in order."""
+        for start in range(0, len(self), self.shard):
+            stop = min(start + self.shard, len(self))
+            yield start, stop, self._scaled(self.array[start:stop], slice(start, stop))
