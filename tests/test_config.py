@@ -50,3 +50,38 @@ def test_with_seed_overrides_every_seed():
     config = AuditConfig().with_seed(4)
     assert (config.dataset.seed, config.training.seed, config.spray.seed) == (4, 4, 4)
     assert AuditConfig().dataset.seed == 0  # the original is untouched
+
+
+def test_method_and_composite_choices_come_from_the_explainer_registry():
+    from unhans.explainers.composites import COMPOSITES
+    from unhans.explainers.registry import COMPOSITES as REGISTERED_COMPOSITES
+    from unhans.explainers.registry import METHODS, explainer_class
+
+    assert tuple(COMPOSITES) == REGISTERED_COMPOSITES
+    for method in METHODS:
+        assert from_dict({"explain": {"method": method}}).explain.method == method
+        assert callable(explainer_class(method))
+    with pytest.raises(ConfigError, match=r"explain\.method: 'saliency' is not one of lrp"):
+        from_dict({"explain": {"method": "saliency"}})
+
+
+def test_input_and_dataset_are_mutually_exclusive_and_input_needs_a_model():
+    with pytest.raises(ConfigError, match="mutually exclusive"):
+        from_dict({"dataset": {}, "input": {"path": "x"}, "model": {"factory": "m:f"}})
+    with pytest.raises(ConfigError, match=r"model: required with input"):
+        from_dict({"input": {"path": "x"}})
+    with pytest.raises(ConfigError, match=r"dynamics\.trajectory: only with input"):
+        from_dict({"dynamics": {"trajectory": "d"}})
+    user = from_dict({"input": {"kind": "imagefolder", "path": "x"}, "model": {"name": "resnet18", "kind": "torchvision"}})
+    assert not user.embedded and user.dataset is None and "dataset" not in to_dict(user)
+    assert from_dict({}).embedded and from_dict({}).dataset is not None
+
+
+def test_the_config_is_the_runtime_spec_that_workers_receive():
+    import pickle
+
+    from unhans.pipeline.stages.explain import ExplainJob
+
+    user = from_dict({"input": {"kind": "npy", "path": "x.npy"}, "model": {"factory": "m:f"}})
+    job = ExplainJob(run_dir="/r", input=user.input, model=user.model, explain=user.explain)
+    assert pickle.loads(pickle.dumps(job)) == job and job.input is user.input

@@ -69,3 +69,57 @@ def test_markers_track_stages_and_units(tmp_path):
 def test_open_run_on_a_plain_directory_says_what_is_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match="not an unhans run directory"):
         open_run(tmp_path)
+
+
+def test_relevance_reader_applies_each_samples_scale(tmp_path):
+    from unhans.storage import Relevance, open_heatmap_array, write_table
+
+    init_run(tmp_path, {})
+    rng = np.random.default_rng(0)
+    relevance = rng.normal(size=(10, 1, 4, 4)).astype(np.float32) * np.logspace(-6, 2, 10)[:, None, None, None]
+    stored, scale = normalize_for_storage(relevance)
+    create_heatmap_array(tmp_path, 10, (1, 4, 4), shard_size=4, dtype="float32")
+    open_heatmap_array(tmp_path, mode="r+")[:] = stored
+    write_table(tmp_path, "samples", pa.table({"sample_id": np.arange(10), "scale": scale.astype(np.float32)}))
+    reader = Relevance(tmp_path)
+    np.testing.assert_allclose(reader.take(np.array([2, 7])), relevance[[2, 7]], rtol=1e-5)
+    np.testing.assert_allclose(reader.one(9), relevance[9], rtol=1e-5)
+    pieces = [(start, stop, maps) for start, stop, maps in reader.shards()]
+    assert [(a, b) for a, b, _ in pieces] == [(0, 4), (4, 8), (8, 10)]
+    np.testing.assert_allclose(np.concatenate([m for *_, m in pieces]), relevance, rtol=1e-5)
+
+
+def test_the_layout_names_every_file_the_stages_write(tmp_path):
+    from unhans.storage import RunLayout
+
+    layout = RunLayout(tmp_path)
+    assert layout.summary == tmp_path / "summary.json" and layout.spray == tmp_path / "spray.json"
+    assert layout.table("flags") == tmp_path / "tables" / "flags" and layout.image_index.parent == tmp_path / "inputs"
+
+
+def test_atomic_writes_leave_the_old_file_when_writing_fails(tmp_path):
+    from unhans.storage.atomic import write_atomic, write_bytes_atomic
+
+    target = tmp_path / "a.bin"
+    write_bytes_atomic(target, b"old")
+
+    def fails_midway(fh):
+        fh.write(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_atomic(target, fails_midway)
+    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]
+
+
+def test_parquet_parts_go_through_the_durable_writer(tmp_path, monkeypatch):
+    import os
+
+    from unhans.storage import atomic
+
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(atomic.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    write_part(tmp_path, "samples", 0, pa.table({"sample_id": [0, 1]}))
+    assert len(synced) >= 2  # the file and its directory
+    assert read_table(tmp_path, "samples").num_rows == 2
