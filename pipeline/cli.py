@@ -202,9 +202,11 @@ def _cmd_audit(args) -> int:
     if args.seed is not None:
         config = config.with_seed(args.seed)
     summary = run_audit(config, args.out, force=args.force, quiet=args.quiet)
-    out = Path(args.out)
-    print(f"report:  {out / 'report.html'}")
-    print(f"summary: {out / 'summary.json'}")
+    from unhans.storage.layout import RunLayout
+
+    layout = RunLayout(Path(args.out))
+    print(f"report:  {layout.report}")
+    print(f"summary: {layout.summary}")
     ranking = summary["clever_hans"]["class_ranking"]
     flagged = summary["clever_hans"]["flagged_clusters"]
     print(f"Clever-Hans: {len(flagged)} flagged class(es)"
@@ -237,15 +239,18 @@ def _cmd_explain(args) -> int:
     config = from_dict(data, ExplainRunConfig)
     from .explain_command import run_explain
 
+    from unhans.storage.layout import RunLayout
+
     result = run_explain(config, args.out, force=args.force, quiet=args.quiet)
-    print(f"heatmaps: {Path(args.out) / 'heatmaps.zarr'}")
-    print(f"samples:  {Path(args.out) / 'tables' / 'samples'}")
+    layout = RunLayout(Path(args.out))
+    print(f"heatmaps: {layout.heatmaps}")
+    print(f"samples:  {layout.table('samples')}")
     if result["quarantined"]:
         print(f"{result['quarantined']} sample(s) quarantined:", file=sys.stderr)
         for line in result["quarantine_examples"]:
             print(f"  {line}", file=sys.stderr)
         if result["quarantined"] > len(result["quarantine_examples"]):
-            print(f"  ... see the 'status' and 'error' columns of {Path(args.out) / 'tables' / 'samples'}",
+            print(f"  ... see the 'status' and 'error' columns of {layout.table('samples')}",
                   file=sys.stderr)
         if not args.allow_quarantine:
             return 3

@@ -34,9 +34,11 @@ def run_explain(config: ExplainRunConfig, out: str | Path, *, force: bool = Fals
 
     from .cluster import dask_client
 
+    from unhans.storage import RunLayout
+
     run = Path(out)
     if force and run.exists():
-        if not (run / "manifest.json").exists() and any(run.iterdir()):
+        if not RunLayout(run).manifest.exists() and any(run.iterdir()):
             raise FileExistsError(f"{run} is not an unhans run directory; refusing to delete it with --force")
         shutil.rmtree(run)
     if run.exists() and not run.is_dir():

@@ -85,9 +85,10 @@ def save_checkpoint(model, path: Path) -> None:
     """State dict only (loadable with ``torch.load(..., weights_only=True)``), written atomically."""
     import torch
 
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
-    tmp.replace(path)
+    from unhans.storage.atomic import write_atomic
+
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    write_atomic(path, lambda fh: torch.save(state, fh))
 
 
 def load_checkpoint(model, path: Path, *, trust: bool = False):

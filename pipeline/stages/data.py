@@ -54,6 +54,7 @@ def _embedded(ctx: AuditContext) -> None:
     import pyarrow as pa
 
     from unhans.storage import update_manifest, write_table
+    from unhans.storage.atomic import write_atomic, write_npz_atomic
 
     from ..digits import load_digits_dataset
 
@@ -61,9 +62,9 @@ def _embedded(ctx: AuditContext) -> None:
     dataset = load_digits_dataset(config.dataset)
     train = dataset.train
     layout.inputs.mkdir(parents=True, exist_ok=True)
-    np.save(layout.embedded_images, train.images)
-    np.save(layout.embedded_labels, train.labels)
-    np.savez(layout.embedded_test, images=dataset.test.images, labels=dataset.test.labels)
+    write_atomic(layout.embedded_images, lambda fh: np.save(fh, train.images))
+    write_atomic(layout.embedded_labels, lambda fh: np.save(fh, train.labels))
+    write_npz_atomic(layout.embedded_test, images=dataset.test.images, labels=dataset.test.labels)
     n = len(train.labels)
     write_table(layout.root, "ground_truth", pa.table({
         "sample_id": pa.array(np.arange(n), pa.int64()),
