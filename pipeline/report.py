@@ -106,10 +106,17 @@ def write_report(run: Path, images, *, mean=None, std=None) -> Path:
     ch = summary["clever_hans"]
     out = [f"<!doctype html><html><head><meta charset='utf-8'><title>unhans audit — {_e(run.name)}</title>"
            f"<style>{CSS}</style></head><body>"]
+    dataset, model = summary["dataset"], summary["model"]
+    if model.get("train_accuracy") is not None:  # trained by the audit (embedded digits)
+        model_text = (f"model accuracy {_fmt(model.get('train_accuracy'))} (training labels), "
+                      f"{_fmt(model.get('test_accuracy'))} (test)")
+    else:
+        model_text = f"model {_e(model.get('name') or model.get('factory') or model.get('checkpoint'))}"
+        if model.get("checkpoint"):
+            model_text += f" (<code>{_e(model['checkpoint'])}</code>)"
     out.append(f"<h1>unhans audit</h1><div class='muted'>run <code>{_e(run.resolve())}</code> · dataset "
-               f"{_e(summary['dataset'].get('name'))} · {summary['samples']['total']} samples · model accuracy "
-               f"{_fmt(summary['model'].get('train_accuracy'))} (training labels), "
-               f"{_fmt(summary['model'].get('test_accuracy'))} (test)</div>")
+               f"{_e(dataset.get('name'))} ({_e(dataset.get('kind', ''))}, {dataset.get('num_classes')} classes) · "
+               f"{summary['samples']['total']} samples · {model_text}</div>")
     stages = summary.get("stages") or {}
     order = ["data", "train", "explain", "dynamics", "spray"]  # pipeline order (the JSON keys are sorted)
     timed = [f"{_e(name)} {stages[name]['seconds']:.1f} s" for name in order

@@ -1,4 +1,5 @@
-"""Spectral relevance analysis (SpRAy), relevance pooling, Clever-Hans evidence, training dynamics."""
+"""Spectral relevance analysis (SpRAy), relevance pooling, Clever-Hans evidence, training dynamics,
+mislabel evidence from a model alone (:mod:`.label_quality`)."""
 from .analysis import GroupAnalysis, analyze_group
 from .clever_hans import (
     ClusterEvidence, class_evidence, flag_classes, pattern_carriers, rank_classes, relevance_shares, sample_artifact_scores,
@@ -7,11 +8,12 @@ from .clever_hans import (
 from .counterfactual import Confirmation, confirm_candidate
 from .embedding_map import umap_map
 from .graph import KnnGraph, knn_graph
+from .label_quality import LabelQuality, label_quality_from_model
 from .pooling import pool_by_group, region_relevance
 from .preprocessing import normalize_features, pool_heatmaps
 
 __all__ = [
-    "ClusterEvidence", "Confirmation", "GroupAnalysis", "confirm_candidate", "KnnGraph", "analyze_group", "class_evidence", "flag_classes", "knn_graph",
+    "ClusterEvidence", "Confirmation", "GroupAnalysis", "LabelQuality", "label_quality_from_model", "confirm_candidate", "KnnGraph", "analyze_group", "class_evidence", "flag_classes", "knn_graph",
     "normalize_features", "pattern_carriers", "pool_by_group", "pool_heatmaps", "rank_classes", "region_relevance", "relevance_shares",
     "sample_artifact_scores", "sample_window_share", "umap_map",
 ]

@@ -40,7 +40,7 @@ def _from_trajectory(ctx: AuditContext, store) -> tuple:
 def _from_model(ctx: AuditContext) -> tuple:
     import pyarrow as pa
 
-    from unhans.spray.label_quality import label_quality_from_model
+    from unhans.spray import label_quality_from_model
     from unhans.storage import read_table
 
     samples = read_table(ctx.layout.root, "samples", columns=["sample_id", "label", "status"]).sort_by("sample_id")
