@@ -47,6 +47,11 @@ def frozen_copy(model: nn.Module) -> nn.Module:
     except RuntimeError as error:  # e.g. pruning/weight_norm tensors that are not graph leaves
         raise UnsupportedModelError([("<model>", f"not deep-copyable: {error}")], "cannot copy the model") from error
     frozen.eval()
+    if isinstance(frozen, torch.jit.ScriptModule):
+        # TorchScript (gradient methods only): no Python hooks to strip, and its copied parameters
+        # cannot be frozen in place; input gradients are taken with autograd.grad(..., x), which
+        # never accumulates into them.
+        return frozen
     frozen.requires_grad_(False)
     for module in frozen.modules():
         for attribute in _HOOK_DICTS:

@@ -31,10 +31,10 @@ def _audit_parser(sub) -> None:
     p = sub.add_parser(
         "audit", help="run the whole audit (default: the embedded digits dataset; --input: your data)",
         description=(
-            "Explain every sample with LRP on a Dask cluster, run SpRAy per class, flag Clever-Hans "
-            "artifacts and likely mislabeled samples, and write DIR/report.html and DIR/summary.json. "
-            "Without CONFIG or --input: the embedded digits, with a small CNN trained here while recording "
-            "training dynamics. Finished stages are skipped when the same command runs again."
+            "Explain every sample with LRP on a Dask cluster, run SpRAy per class, flag Clever-Hans\n"
+            "artifacts and likely mislabeled samples, and write DIR/report.html and DIR/summary.json.\n"
+            "Without CONFIG or --input: the embedded digits, with a small CNN trained here while\n"
+            "recording training dynamics. Finished stages are skipped when the same command runs again."
         ),
         epilog=AUDIT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -241,3 +241,20 @@ def test_explain_returns_logits_and_explains_the_predicted_class_in_the_same_pas
     torch.testing.assert_close(given.relevance, explainer(x, other), rtol=1e-5, atol=1e-7)
     with pytest.raises(ValueError, match="predicted"):
         explainer.explain(x, "argmax")
+
+
+def test_gradient_methods_accept_a_torchscript_model_and_match_the_eager_one():
+    import torch.nn as nn
+
+    from unhans.explainers import Gradient, GradientTimesInput
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).eval()
+    scripted = torch.jit.script(model)
+    x = torch.randn(5, 1, 8, 8)
+    for method in (Gradient, GradientTimesInput):
+        eager = method(model).explain(x)
+        script = method(scripted).explain(x)
+        torch.testing.assert_close(script.relevance, eager.relevance)
+        assert torch.equal(script.target, eager.target)
+    assert all(p.grad is None for p in scripted.parameters())
