@@ -43,16 +43,19 @@ def run_audit(config: AuditConfig, out: str | Path, *, force: bool = False, quie
         shutil.rmtree(run)
     ctx = AuditContext(config=config, layout=layout, markers=init_run(run, to_dict(config)), quiet=quiet)
     total = time.perf_counter()
-    for stage in stages_for(config):
-        name = stage.STAGE
-        if ctx.markers.stage_done(name):
-            ctx.log(f"{name}: done already, skipped")
-            continue
-        start = time.perf_counter()
-        stage.run(ctx)
-        info = ctx.markers.stage_info(name) or {}
-        if "seconds" not in info:  # every stage's wall time, for summary.json and nightly comparisons
-            ctx.markers.mark_stage(name, **{k: v for k, v in info.items() if k not in ("stage", "finished")},
-                                   seconds=time.perf_counter() - start)
+    try:
+        for stage in stages_for(config):
+            name = stage.STAGE
+            if ctx.markers.stage_done(name):
+                ctx.log(f"{name}: done already, skipped")
+                continue
+            start = time.perf_counter()
+            stage.run(ctx)
+            info = ctx.markers.stage_info(name) or {}
+            if "seconds" not in info:  # every stage's wall time, for summary.json and nightly comparisons
+                ctx.markers.mark_stage(name, **{k: v for k, v in info.items() if k not in ("stage", "finished")},
+                                       seconds=time.perf_counter() - start)
+    finally:
+        ctx.close()
     ctx.log(f"audit finished in {time.perf_counter() - total:.1f}s")
     return json.loads(layout.summary.read_text())

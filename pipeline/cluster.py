@@ -68,6 +68,25 @@ def _without_malloc_trim() -> Iterator[None]:
         yield
 
 
+def dashboard_line(client) -> str:
+    """Where to watch the run: the dashboard address, or how to get one."""
+    link = None
+    try:
+        link = client.dashboard_link if client.scheduler_info().get("services", {}).get("dashboard") else None
+    except Exception:  # noqa: BLE001 - a scheduler that cannot say must not stop the run
+        link = None
+    if link:
+        return f"dashboard {link}"
+    return "no dashboard (pip install 'unhans[dashboard]' to watch the run in a browser)"
+
+
+def _dashboard_address() -> str | None:
+    """A free port for the local dashboard when bokeh (which draws it) is installed, else none."""
+    import importlib.util
+
+    return ":0" if importlib.util.find_spec("bokeh") is not None else None
+
+
 def _local_cluster(config: ClusterConfig, gpus: int):
     from distributed import LocalCluster
 
@@ -79,14 +98,14 @@ def _local_cluster(config: ClusterConfig, gpus: int):
             print(f"unhans: {gpus} GPU(s) visible but dask-cuda is not installed: {config.workers} workers will "
                   "share cuda:0. Install unhans[gpu] for one worker per GPU.", file=sys.stderr)
         else:
-            cluster = LocalCUDACluster(threads_per_worker=config.threads_per_worker, dashboard_address=None,
+            cluster = LocalCUDACluster(threads_per_worker=config.threads_per_worker, dashboard_address=_dashboard_address(),
                                        silence_logs=logging.ERROR)
     if cluster is None:
         cluster = LocalCluster(
             n_workers=config.workers,
             threads_per_worker=config.threads_per_worker,
             processes=True,
-            dashboard_address=None,
+            dashboard_address=_dashboard_address(),
             silence_logs=logging.ERROR,
             env=worker_environment(config.threads_per_worker),
         )

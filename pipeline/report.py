@@ -73,14 +73,14 @@ def write_report(run: Path, images, *, mean=None, std=None) -> Path:
     images: the inputs as the model sees them, indexable by sample id
     (:class:`unhans.pipeline.sources.SampleImages`); ``mean``/``std``: the input normalization.
     """
-    from unhans.storage import open_run
+    from unhans.storage import ClusterMeans, open_run
 
     run = Path(run)
     r = open_run(run)
     layout = r.layout
     summary = json.loads(layout.summary.read_text())
     spray_info = json.loads(layout.spray.read_text())
-    means = np.load(layout.cluster_means)
+    means = ClusterMeans(run)
     relevance = r.relevance()
     samples = r.table("samples").sort_by("sample_id")
     keys = samples.column("key").to_pylist()

@@ -1,4 +1,5 @@
 """The run store: manifest, heatmaps in Zarr v3, per-sample tables in Parquet, markers."""
+from .cluster_means import ClusterMeans, write_class_means
 from .heatmaps import create_heatmap_array, normalize_for_storage, open_heatmap_array
 from .layout import RunLayout
 from .markers import Markers
@@ -7,6 +8,6 @@ from .run_store import Run, RunMismatchError, init_run, open_run, update_manifes
 from .tables import read_table, write_part, write_table
 
 __all__ = [
-    "Markers", "Relevance", "Run", "RunLayout", "RunMismatchError", "create_heatmap_array", "init_run", "normalize_for_storage",
-    "open_heatmap_array", "open_run", "read_table", "update_manifest", "write_part", "write_table",
+    "ClusterMeans", "Markers", "Relevance", "Run", "RunLayout", "RunMismatchError", "create_heatmap_array", "init_run", "normalize_for_storage",
+    "open_heatmap_array", "open_run", "read_table", "update_manifest", "write_class_means", "write_part", "write_table",
 ]

@@ -11,7 +11,7 @@
     RUN/dynamics/epoch-*.npz       a trajectory recorded by the audit's own training stage
     RUN/model.pt                   the embedded path's trained model
     RUN/spray.json                 per-class SpRAy results and Clever-Hans candidates
-    RUN/spray_cluster_means.npz    mean heatmap per class and cluster (for the report)
+    RUN/spray_cluster_means/<class>.npz   mean heatmap per cluster of that class (for the report)
     RUN/summary.json               what nightly jobs compare
     RUN/report.html                what people read
 """
@@ -28,7 +28,7 @@ INPUTS = "inputs"
 DYNAMICS = "dynamics"
 MODEL = "model.pt"
 SPRAY = "spray.json"
-CLUSTER_MEANS = "spray_cluster_means.npz"
+CLUSTER_MEANS = "spray_cluster_means"
 SUMMARY = "summary.json"
 REPORT = "report.html"
 IMAGE_INDEX = "image_index.parquet"
@@ -98,6 +98,9 @@ class RunLayout:
     @property
     def cluster_means(self) -> Path:
         return self.root / CLUSTER_MEANS
+
+    def class_means(self, class_id: int) -> Path:
+        return self.root / CLUSTER_MEANS / f"{int(class_id):08d}.npz"
 
     @property
     def summary(self) -> Path:

@@ -47,6 +47,10 @@ class Markers:
     def unit_done(self, stage: str, unit: int) -> bool:
         return self._unit_path(stage, unit).is_file()
 
+    def unit_info(self, stage: str, unit: int) -> dict[str, Any] | None:
+        path = self._unit_path(stage, unit)
+        return json.loads(path.read_text()) if path.is_file() else None
+
     def mark_unit(self, stage: str, unit: int, **info: Any) -> None:
         write_json_atomic(self._unit_path(stage, unit), {"unit": unit, "finished": time.time(), **info})
 

@@ -18,10 +18,15 @@ from .tables import read_table
 class Relevance:
     """Read access to a run's relevance heatmaps by sample id, out of core."""
 
-    def __init__(self, run: str | Path):
-        table = read_table(run, "samples", columns=["sample_id", "scale"]).sort_by("sample_id")
-        self.sample_id = table.column("sample_id").to_numpy()
-        self.scale = table.column("scale").to_numpy().astype(np.float32)
+    def __init__(self, run: str | Path, scale: np.ndarray | None = None):
+        """``scale``: every sample's scale in id order, when the caller has it (else read from the samples table)."""
+        if scale is None:
+            table = read_table(run, "samples", columns=["sample_id", "scale"]).sort_by("sample_id")
+            self.sample_id = table.column("sample_id").to_numpy()
+            self.scale = table.column("scale").to_numpy().astype(np.float32)
+        else:
+            self.scale = np.asarray(scale, np.float32)
+            self.sample_id = np.arange(len(self.scale))
         self.array = open_heatmap_array(Path(run))
         if len(self.sample_id) != self.array.shape[0] or not np.array_equal(self.sample_id, np.arange(len(self.sample_id))):
             raise ValueError(f"{run}: the samples table ({len(self.sample_id)} rows) does not cover the heatmap "

@@ -7,8 +7,9 @@ embedded digits read their arrays from ``RUN/inputs`` and their model from ``RUN
 """
 from __future__ import annotations
 
+import contextlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from unhans.storage import Markers, RunLayout
@@ -26,6 +27,23 @@ class AuditContext:
     layout: RunLayout
     markers: Markers
     quiet: bool = False
+    _cluster: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, repr=False)
+    _client: object = field(default=None, repr=False)
+
+    def client(self):
+        """The Dask client every stage of this audit shares, started on first use (and its dashboard named)."""
+        if self._client is None:
+            from ..cluster import dask_client, dashboard_line
+
+            self._client = self._cluster.enter_context(dask_client(self.config.cluster))
+            where = self.config.cluster.scheduler or f"LocalCluster, {self.config.cluster.workers} workers"
+            self.log(f"cluster: {where}; {dashboard_line(self._client)}")
+        return self._client
+
+    def close(self) -> None:
+        """Shut the local cluster down (a cluster given by address stays up)."""
+        self._cluster.close()
+        self._client = None
 
     def log(self, message: str) -> None:
         if not self.quiet:

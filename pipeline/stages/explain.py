@@ -380,20 +380,16 @@ def run(ctx) -> None:
     """The audit's explain stage: every sample of the input, unit by unit, on the Dask cluster."""
     import time
 
-    from ..cluster import dask_client
-
     config = ctx.config
     info = ctx.manifest()["dataset"]
     job = ExplainJob(run_dir=str(ctx.layout.root.resolve()), input=ctx.input_spec(), model=ctx.model_spec(),
                      explain=config.explain, threads=config.cluster.threads_per_worker,
                      record_features=ctx.trajectory_store() is None)
+    client = ctx.client()
     start = time.perf_counter()
-    with dask_client(config.cluster) as client:
-        where = config.cluster.scheduler or f"LocalCluster, {config.cluster.workers} workers"
-        ctx.log(f"explain: {config.explain.method}"
-                + (f" {config.explain.composite}" if config.explain.method == "lrp" else "") + f" on {where}")
-        counts = run_explain_stage(job, client, num_samples=info["num_samples"],
-                                   sample_shape=tuple(info["sample_shape"]), progress=not ctx.quiet)
+    ctx.log(f"explain: {config.explain.method}" + (f" {config.explain.composite}" if config.explain.method == "lrp" else ""))
+    counts = run_explain_stage(job, client, num_samples=info["num_samples"],
+                               sample_shape=tuple(info["sample_shape"]), progress=not ctx.quiet)
     seconds = time.perf_counter() - start
     quarantined, examples = quarantine_summary(ctx.layout.root)
     ctx.markers.mark_stage(STAGE, seconds=seconds, quarantined=quarantined, **counts)

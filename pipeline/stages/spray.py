@@ -1,195 +1,150 @@
-"""The SpRAy stage of the audit: per-class analysis over the run store, out of core in N.
+"""The SpRAy stage: per-class analysis as Dask tasks, classes in parallel, resumable class by class.
 
-Heatmaps are never loaded whole. One streaming pass over the Zarr shards sums each class's
-relevance-share maps (the "other classes" baseline of the Clever-Hans evidence); then each
-class's heatmaps are read by orthogonal selection, analysed (spray.analyze_group), and
-dropped; a last streaming pass finds carriers of each candidate's pattern in other classes.
-Memory is bounded by the largest class, not by the dataset.
+The client only plans and gathers small summaries (:mod:`.spray_tasks` does the work):
+
+1. shard tasks sum every sample's relevance-share map (the "other classes" baseline of the
+   Clever-Hans evidence): one (H, W) map each;
+2. one task per class reads only that class's heatmaps, runs SpRAy (pooled, normalized heatmaps
+   → kNN graph → spectral embedding, eigengap clustering, UMAP map) and the Clever-Hans evidence,
+   writes its part of the ``spray`` table, its cluster means and its marker, and returns its
+   summary; a rerun skips classes with a marker (their summary is in the marker);
+3. the best candidates get a counterfactual confirmation, one task each;
+4. shard tasks find other classes' samples that carry a candidate's pattern.
+
+Memory: a task holds one class (or one shard); the client holds per-sample ids, classes and
+scales (a few bytes per sample) and the per-class summaries.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from ..config import SprayConfig
 from .context import AuditContext
-
-STAGE = "spray"
+from .spray_tasks import STAGE, UNASSIGNED_PART, SprayJob, SprayPlugin, plugin_name
+from .spray_tasks import analyze_class, confirm, find_carriers, share_sum
 
 CONFIRM_TOP = 3  # candidates (best scores first) checked by counterfactual pasting
-
-
-class Explanations:
-    """The run's relevance (:class:`unhans.storage.Relevance`) with each sample's explained class.
-
-    ``target`` is -1 for quarantined samples, which every analysis leaves out.
-    """
-
-    def __init__(self, run: Path):
-        from unhans.storage import Relevance, read_table
-
-        self.relevance = Relevance(run)
-        table = read_table(run, "samples", columns=["sample_id", "target", "status"]).sort_by("sample_id")
-        ok = np.asarray(table.column("status").to_pylist()) == "ok"
-        self.target = np.where(ok, table.column("target").to_numpy(), -1)
-        self.sample_id = self.relevance.sample_id
-        self.shard = self.relevance.shard
-
-    def __len__(self) -> int:
-        return len(self.relevance)
-
-    @property
-    def map_shape(self) -> tuple[int, ...]:
-        return self.relevance.map_shape
-
-    def take(self, idx: np.ndarray) -> np.ndarray:
-        return self.relevance.take(idx)
-
-    def shards(self):
-        return self.relevance.shards()
-
-
-def _class_share_sums(explanations: Explanations, classes: np.ndarray) -> dict[int, np.ndarray]:
-    from unhans.spray import relevance_shares
-
-    sums = {int(k): np.zeros(explanations.map_shape) for k in classes}
-    for start, stop, maps in explanations.shards():
-        shares = relevance_shares(maps)
-        target = explanations.target[start:stop]
-        for k in np.unique(target[target >= 0]):
-            sums[int(k)] += shares[target == k].sum(0)
-    return sums
-
-
-def _predictor(model_spec):
-    import torch
-
-    from ..model_loading import build_model
-
-    model = build_model(model_spec, "cpu")
-
-    def predict_proba(x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return torch.softmax(model(torch.from_numpy(x)), dim=1).numpy()
-
-    return predict_proba
+PIXEL_STD_SAMPLES = 5000
 
 
 def run(ctx: AuditContext) -> None:
-    """The audit's SpRAy stage over the run store, the input read from its source."""
-    from ..sources import SampleImages
+    import time
 
-    summary = run_spray_stage(ctx, SampleImages(ctx.source()), ctx.config.spray, model_spec=ctx.model_spec())
-    ctx.markers.mark_stage(STAGE, classes=summary["classes"])
-    ctx.log(f"spray: {summary['classes']} classes, {summary['clusters']} clusters")
+    from unhans.storage.atomic import write_json_atomic
+
+    start = time.perf_counter()
+    plan = _Plan(ctx)
+    client = ctx.client()
+    job = SprayJob(run_dir=str(ctx.layout.root.resolve()), input=ctx.input_spec(), model=ctx.model_spec(),
+                   spray=ctx.config.spray, window=plan.window, pixel_std=plan.pixel_std(ctx),
+                   threads=ctx.config.cluster.threads_per_worker)
+    client.register_plugin(SprayPlugin(job), name=plugin_name(job))
+    try:
+        key = job.key()
+        summaries = _class_summaries(ctx, client, key, plan)
+        candidates = sorted((s["candidate"] for s in summaries if s["candidate"]), key=lambda c: -c["score"])
+        target = client.scatter(plan.target, broadcast=True)
+        confirmations = client.gather([client.submit(confirm, key, c, target, pure=False, retries=3)
+                                       for c in candidates[:CONFIRM_TOP]])
+        for candidate, result in zip(candidates, confirmations):
+            candidate["confirmation"] = result
+            ctx.log(f"spray: class {plan.name(candidate['class_id'])} candidate "
+                    f"{'confirmed' if result['confirmed'] else 'rejected'} (its pattern raises p(class) by "
+                    f"{result['effect']:+.3f}, 95% CI [{result['ci_low']:+.3f}, {result['ci_high']:+.3f}])")
+        carriers = {c["class_id"]: [] for c in candidates}
+        if candidates:
+            futures = [client.submit(find_carriers, key, s, e, plan.target[s:e], candidates, pure=False, retries=3)
+                       for s, e in plan.shards()]
+            for found in client.gather(futures):
+                for class_id, ids in found.items():
+                    carriers[class_id].extend(ids)
+        for candidate in candidates:
+            candidate["other_members"] = sorted(carriers[candidate["class_id"]])
+    finally:
+        client.unregister_worker_plugin(plugin_name(job))
+    _write_unassigned(ctx, plan)
+    write_json_atomic(ctx.layout.spray, {"window": plan.window, "pixel_std": job.pixel_std, "classes": summaries})
+    ctx.markers.mark_stage(STAGE, classes=len(summaries), seconds=time.perf_counter() - start,
+                           clusters=sum(s["n_clusters"] for s in summaries))
+    ctx.log(f"spray: {len(summaries)} classes, {sum(s['n_clusters'] for s in summaries)} clusters")
 
 
-def run_spray_stage(ctx: AuditContext, images, cfg: SprayConfig, *, model_spec=None) -> dict:
-    """Write tables/spray, spray.json and spray_cluster_means.npz; returns counts.
+class _Plan:
+    """What the client knows per sample: explained class (-1: none), heatmap scale, key, mislabel flag."""
 
-    images: the inputs as the model sees them, indexable by sorted id arrays and slices
-    (:class:`unhans.pipeline.sources.SampleImages`). With ``model_spec``, the best candidates get
-    a counterfactual confirmation.
-    """
-    import pyarrow as pa
+    def __init__(self, ctx: AuditContext):
+        from unhans.storage import open_heatmap_array, read_table
+
+        root = ctx.layout.root
+        samples = read_table(root, "samples", columns=["sample_id", "key", "target", "scale", "status"]).sort_by("sample_id")
+        ok = np.asarray(samples.column("status").to_pylist()) == "ok"
+        self.target = np.where(ok, samples.column("target").to_numpy(), -1).astype(np.int64)
+        self.scale = samples.column("scale").to_numpy().astype(np.float32)
+        self.keys = samples.column("key").to_pylist()
+        dynamics = read_table(root, "dynamics", columns=["sample_id", "mislabel_suspect"]).sort_by("sample_id")
+        self.mislabel = np.asarray(dynamics.column("mislabel_suspect").to_numpy(zero_copy_only=False), np.float64)
+        array = open_heatmap_array(root)
+        self.shard = int(array.shards[0]) if array.shards else int(array.chunks[0])
+        self.window = max(2, int(array.shape[-1]) // 4)
+        self.classes = np.unique(self.target[self.target >= 0])
+        self.names = ctx.class_names()
+
+    def name(self, class_id: int) -> str:
+        return self.names[class_id] if 0 <= class_id < len(self.names) else str(class_id)
+
+    def shards(self) -> list[tuple[int, int]]:
+        n = len(self.target)
+        return [(s, min(s + self.shard, n)) for s in range(0, n, self.shard)]
+
+    def pixel_std(self, ctx: AuditContext) -> float:
+        """The inputs' pixel standard deviation, from up to 5000 evenly spaced samples."""
+        from ..sources import SampleImages
+
+        ok = np.flatnonzero(self.target >= 0)
+        sample = ok[:: max(1, len(ok) // PIXEL_STD_SAMPLES)]
+        return float(np.asarray(SampleImages(ctx.source())[sample], dtype=np.float32).std()) or 1.0
+
+
+def _class_summaries(ctx: AuditContext, client, key: str, plan: _Plan) -> list[dict]:
+    """Every class's summary: from its marker when done earlier, else from its task (classes in parallel)."""
+    from distributed import as_completed
     from tqdm.auto import tqdm
 
-    from unhans.spray import (ClusterEvidence, analyze_group, class_evidence, confirm_candidate, normalize_features,
-                       pattern_carriers, pool_by_group, pool_heatmaps, region_relevance, relevance_shares,
-                       sample_artifact_scores, umap_map)
-    from unhans.storage import read_table
-    from unhans.storage.atomic import write_json_atomic, write_npz_atomic
+    done = {int(c): (ctx.markers.unit_info(STAGE, int(c)) or {}).get("summary")
+            for c in ctx.markers.done_units(STAGE)}
+    todo = [int(c) for c in plan.classes if done.get(int(c)) is None]
+    summaries = {c: s for c, s in done.items() if s is not None and c in set(plan.classes.tolist())}
+    if todo:
+        futures = [client.submit(share_sum, key, s, e, plan.scale[s:e], plan.target[s:e], pure=False, retries=3)
+                   for s, e in plan.shards()]
+        share_total = sum(client.gather(futures))
+        total_ok = int((plan.target >= 0).sum())
+        share_total = client.scatter(share_total, broadcast=True)
+        futures = []
+        for c in todo:
+            idx = np.flatnonzero(plan.target == c)
+            futures.append(client.submit(
+                analyze_class, key, c, idx, plan.scale[idx], [plan.keys[i] for i in idx], plan.mislabel[idx],
+                share_total, total_ok - len(idx), pure=False, retries=3, key=f"spray-{key}-{c}"))
+        with tqdm(total=len(plan.classes), initial=len(plan.classes) - len(todo), desc="spray", unit="class",
+                  disable=ctx.quiet, leave=False) as bar:
+            for future in as_completed(futures):
+                summary = future.result()
+                summaries[summary["class_id"]] = summary
+                bar.update(1)
+    return [summaries[int(c)] for c in plan.classes]
 
-    run, layout, quiet = ctx.layout.root, ctx.layout, ctx.quiet
-    explanations = Explanations(run)
-    n = len(explanations)
-    target = explanations.target
-    ok = target >= 0
-    dynamics = read_table(run, "dynamics").sort_by("sample_id")
-    mislabel_flags = np.asarray(dynamics.column("mislabel_suspect")).astype(np.float64)
-    classes = np.unique(target[ok])
-    share_sums = _class_share_sums(explanations, classes)
-    share_total = sum(share_sums.values())
-    sample = np.flatnonzero(ok)[:: max(1, int(ok.sum()) // 5000)]
-    pixel_std = float(np.asarray(images[sample], dtype=np.float32).std()) or 1.0
-    window = max(2, explanations.map_shape[-1] // 4)
 
-    cluster_col = np.full(n, -1, np.int64)
-    candidate_col = np.zeros(n, bool)
-    artifact_score = np.zeros(n, np.float64)
-    umap_xy = np.full((n, 2), np.nan, np.float32)
-    report_classes, cluster_means = [], {}
-    for k in tqdm(classes, desc="spray", unit="class", disable=quiet, leave=False):
-        idx = np.flatnonzero(target == k)
-        heatmaps = explanations.take(idx)
-        shares = relevance_shares(heatmaps)
-        features = normalize_features(pool_heatmaps(heatmaps, cfg.pool_size, cfg.relevance), cfg.normalize)
-        analysis = analyze_group(features, n_neighbors=cfg.n_neighbors, max_clusters=cfg.max_clusters, seed=cfg.seed)
-        cluster_col[idx] = analysis.clusters
-        if cfg.umap:
-            umap_xy[idx] = umap_map(features, analysis.graph, seed=cfg.seed, spectral=analysis.embedding)
-        other_mean = (share_total - share_sums[int(k)]) / max(int(ok.sum()) - len(idx), 1)
-        class_images = np.asarray(images[idx], dtype=np.float32)
-        evidence = class_evidence(shares, class_images, analysis.by_resolution, int(k), other_mean_share=other_mean,
-                                  pixel_std=pixel_std, window=window, mislabel_flags=mislabel_flags[idx])
-        for c in range(analysis.n_clusters):
-            cluster_means[f"{int(k)}_{c}"] = heatmaps[analysis.clusters == c].mean(0).sum(0).astype(np.float32)
-        if evidence is not None:
-            candidate_col[idx[evidence.carriers]] = True
-            artifact_score[idx] = sample_artifact_scores(shares, class_images, evidence, pixel_std)
-            cluster_means[f"{int(k)}_candidate"] = heatmaps[evidence.members].mean(0).sum(0).astype(np.float32)
-            evidence.members = idx[evidence.members].tolist()  # class positions → sample ids
-            evidence.carriers = idx[evidence.carriers].tolist()
-        pooled = pool_by_group(region_relevance(heatmaps, cfg.region_grid), analysis.clusters)
-        report_classes.append({
-            "class_id": int(k), "num_samples": int(len(idx)), "k_candidates": analysis.k_candidates,
-            "k_chosen": analysis.k_chosen, "n_clusters": analysis.n_clusters, "stability": analysis.stability,
-            "eigengap": analysis.gap, "eigenvalues": analysis.eigenvalues[:cfg.max_clusters + 1].tolist(),
-            "cluster_sizes": np.bincount(analysis.clusters).tolist(),
-            "candidate": evidence.to_dict(with_members=True) if evidence is not None else None,
-            "region_share": {str(c): v["share"].tolist() for c, v in pooled.items()},
-        })
+def _write_unassigned(ctx: AuditContext, plan: _Plan) -> None:
+    """The spray table's rows for samples without a class (quarantined), so every sample has a row."""
+    import pyarrow as pa
 
-    if model_spec is not None:
-        predict_proba = _predictor(model_spec)
-        ranked = sorted((c for c in report_classes if c["candidate"]), key=lambda c: -c["candidate"]["score"])
-        for info in ranked[:CONFIRM_TOP]:
-            cand = info["candidate"]
-            result = confirm_candidate(predict_proba, images, target, np.asarray(cand["members"]),
-                                       tuple(cand["window"]), info["class_id"], pixel_std=pixel_std, seed=cfg.seed)
-            cand["confirmation"] = result.to_dict()
-            if not quiet:
-                print(f"spray: class {info['class_id']} candidate {'confirmed' if result.confirmed else 'rejected'} "
-                      f"(its pattern raises p(class) by {result.effect:+.3f}, 95% CI [{result.ci_low:+.3f}, "
-                      f"{result.ci_high:+.3f}])", flush=True)
+    from unhans.storage import write_part
 
-    # Carriers of a candidate's pattern that the model explains as another class (one streaming pass).
-    candidates = [(info, ClusterEvidence(**{k: v for k, v in info["candidate"].items()
-                                            if k not in ("confirmation", "window")},
-                                         window=tuple(info["candidate"]["window"])))
-                  for info in report_classes if info["candidate"]]
-    carriers = {info["class_id"]: [] for info, _ in candidates}
-    for start in range(0, n, explanations.shard):
-        stop = min(start + explanations.shard, n)
-        block = np.asarray(images[start:stop], dtype=np.float32)
-        for info, evidence in candidates:
-            other = (target[start:stop] >= 0) & (target[start:stop] != info["class_id"])
-            if other.any():
-                found = pattern_carriers(block[other], evidence, pixel_std)
-                carriers[info["class_id"]].extend((np.flatnonzero(other)[found] + start).tolist())
-    for info, _ in candidates:
-        info["candidate"]["other_members"] = carriers[info["class_id"]]
-
-    ctx.write_table(STAGE, pa.table({
-        "sample_id": pa.array(explanations.sample_id, pa.int64()),
-        "class_id": pa.array(target, pa.int64()),
-        "cluster": pa.array(cluster_col, pa.int64()),
-        "candidate_member": pa.array(candidate_col),
-        "artifact_score": pa.array(artifact_score, pa.float32()),
-        "umap_x": pa.array(umap_xy[:, 0], pa.float32()),
-        "umap_y": pa.array(umap_xy[:, 1], pa.float32()),
+    idx = np.flatnonzero(plan.target < 0)
+    n = len(idx)
+    write_part(ctx.layout.root, STAGE, UNASSIGNED_PART, pa.table({
+        "sample_id": pa.array(idx, pa.int64()), "key": pa.array([plan.keys[i] for i in idx], pa.string()),
+        "class_id": pa.array(np.full(n, -1), pa.int64()), "cluster": pa.array(np.full(n, -1), pa.int64()),
+        "candidate_member": pa.array(np.zeros(n, bool)), "artifact_score": pa.array(np.zeros(n), pa.float32()),
+        "umap_x": pa.array(np.full(n, np.nan), pa.float32()), "umap_y": pa.array(np.full(n, np.nan), pa.float32()),
     }))
-    write_npz_atomic(layout.cluster_means, compressed=True, **cluster_means)
-    write_json_atomic(layout.spray, {"window": window, "pixel_std": pixel_std, "classes": report_classes})
-    return {"classes": len(classes), "clusters": sum(c["n_clusters"] for c in report_classes)}

@@ -1,0 +1,202 @@
+"""The SpRAy stage's Dask tasks: everything that reads heatmaps or inputs runs on the workers.
+
+Each worker opens the run's source (and, for confirmations, builds the model) once, through
+:class:`SprayPlugin`. Tasks read only what they need from the store (a class's heatmaps by
+orthogonal selection, or one shard), write their own outputs (a class's part of the ``spray``
+table, its cluster means, its marker) and return small summaries. The numba code of UMAP and
+NN-descent is compiled once per worker process, on its first class, never once per class.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from distributed.diagnostics.plugin import WorkerPlugin
+
+from ..config import InputConfig, ModelConfig, SprayConfig
+
+STAGE = "spray"
+UNASSIGNED_PART = 99_999_999  # the spray table's part for samples with no class (quarantined)
+
+
+@dataclass(frozen=True)
+class SprayJob:
+    """What every spray task needs besides its own arguments (picklable, small)."""
+
+    run_dir: str
+    input: InputConfig
+    model: ModelConfig
+    spray: SprayConfig
+    window: int
+    pixel_std: float
+    threads: int = 1
+
+    def key(self) -> str:
+        import hashlib
+        import json
+        from dataclasses import asdict
+
+        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+class _Loaded:
+    def __init__(self, job: SprayJob):
+        from unhans.storage.layout import RunLayout
+
+        from ..devices import limit_threads
+        from ..sources import SampleImages, open_source
+
+        limit_threads(job.threads)
+        self.job = job
+        self.images = SampleImages(open_source(job.input, RunLayout(job.run_dir).image_index))
+        self._predict = None
+
+    def predict_proba(self):
+        """Class probabilities of the audited model (built on first use, on the CPU)."""
+        if self._predict is None:
+            import torch
+
+            from ..model_loading import build_model
+
+            model = build_model(self.job.model, "cpu")
+
+            def predict(x: np.ndarray) -> np.ndarray:
+                with torch.no_grad():
+                    return torch.softmax(model(torch.from_numpy(np.ascontiguousarray(x))), dim=1).numpy()
+
+            self._predict = predict
+        return self._predict
+
+
+class SprayPlugin(WorkerPlugin):
+    """Opens the job's source once per worker."""
+
+    def __init__(self, job: SprayJob):
+        self.job = job
+        self.loaded = None
+
+    def setup(self, worker=None):
+        self.loaded = _Loaded(self.job)
+
+    def teardown(self, worker=None):
+        self.loaded = None
+
+
+def plugin_name(job: SprayJob) -> str:
+    return f"unhans-spray-{job.key()}"
+
+
+def _loaded(job_key: str) -> _Loaded:
+    from distributed import get_worker
+
+    return get_worker().plugins[f"unhans-spray-{job_key}"].loaded
+
+
+def share_sum(job_key: str, start: int, stop: int, scale: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Sum of the relevance-share maps of samples [start, stop) that have a class: (H, W)."""
+    from unhans.spray import relevance_shares
+    from unhans.storage import open_heatmap_array
+
+    loaded = _loaded(job_key)
+    ok = target >= 0
+    stored = np.asarray(open_heatmap_array(Path(loaded.job.run_dir))[start:stop], np.float32)
+    if not ok.any():
+        return np.zeros(stored.shape[-2:])
+    maps = stored[ok] * scale[ok].reshape((-1,) + (1,) * (stored.ndim - 1))
+    return relevance_shares(maps).sum(0)
+
+
+def analyze_class(job_key: str, class_id: int, idx: np.ndarray, scale: np.ndarray, keys: list[str],
+                  mislabel_flags: np.ndarray, share_total: np.ndarray, others: int) -> dict:
+    """SpRAy and Clever-Hans evidence of one class; writes its table part, means and marker; returns its summary.
+
+    idx: the class's sample ids (sorted); scale: their heatmap scales; share_total: the summed
+    share maps of every sample with a class; others: how many of those are not in this class.
+    """
+    import pyarrow as pa
+
+    from unhans.spray import (analyze_group, class_evidence, normalize_features, pool_by_group, pool_heatmaps,
+                              region_relevance, relevance_shares, sample_artifact_scores, umap_map)
+    from unhans.storage import Markers, open_heatmap_array, write_class_means, write_part
+
+    loaded = _loaded(job_key)
+    job, cfg = loaded.job, loaded.job.spray
+    run = Path(job.run_dir)
+    stored = np.asarray(open_heatmap_array(run).get_orthogonal_selection((idx,)), np.float32)
+    heatmaps = stored * scale.reshape((-1,) + (1,) * (stored.ndim - 1))
+    shares = relevance_shares(heatmaps)
+    features = normalize_features(pool_heatmaps(heatmaps, cfg.pool_size, cfg.relevance), cfg.normalize)
+    analysis = analyze_group(features, n_neighbors=cfg.n_neighbors, max_clusters=cfg.max_clusters, seed=cfg.seed)
+    umap_xy = np.full((len(idx), 2), np.nan, np.float32)
+    if cfg.umap:
+        umap_xy[:] = umap_map(features, analysis.graph, seed=cfg.seed, spectral=analysis.embedding)
+    other_mean = (share_total - shares.sum(0)) / max(others, 1)
+    class_images = np.asarray(loaded.images[idx], dtype=np.float32)
+    evidence = class_evidence(shares, class_images, analysis.by_resolution, int(class_id), other_mean_share=other_mean,
+                              pixel_std=job.pixel_std, window=job.window, mislabel_flags=mislabel_flags)
+    means = {str(c): heatmaps[analysis.clusters == c].mean(0).sum(0) for c in range(analysis.n_clusters)}
+    candidate_col = np.zeros(len(idx), bool)
+    artifact_score = np.zeros(len(idx))
+    if evidence is not None:
+        candidate_col[evidence.carriers] = True
+        artifact_score = sample_artifact_scores(shares, class_images, evidence, job.pixel_std)
+        means["candidate"] = heatmaps[evidence.members].mean(0).sum(0)
+        evidence.members = idx[evidence.members].tolist()  # class positions → sample ids
+        evidence.carriers = idx[evidence.carriers].tolist()
+    pooled = pool_by_group(region_relevance(heatmaps, cfg.region_grid), analysis.clusters)
+    summary = {
+        "class_id": int(class_id), "num_samples": int(len(idx)), "k_candidates": analysis.k_candidates,
+        "k_chosen": analysis.k_chosen, "n_clusters": analysis.n_clusters, "stability": analysis.stability,
+        "eigengap": analysis.gap, "eigenvalues": analysis.eigenvalues[:cfg.max_clusters + 1].tolist(),
+        "cluster_sizes": np.bincount(analysis.clusters).tolist(),
+        "candidate": evidence.to_dict(with_members=True) if evidence is not None else None,
+        "region_share": {str(c): v["share"].tolist() for c, v in pooled.items()},
+    }
+    write_part(run, STAGE, int(class_id), pa.table({
+        "sample_id": pa.array(idx, pa.int64()),
+        "key": pa.array(keys, pa.string()),
+        "class_id": pa.array(np.full(len(idx), class_id), pa.int64()),
+        "cluster": pa.array(analysis.clusters, pa.int64()),
+        "candidate_member": pa.array(candidate_col),
+        "artifact_score": pa.array(artifact_score, pa.float32()),
+        "umap_x": pa.array(umap_xy[:, 0], pa.float32()),
+        "umap_y": pa.array(umap_xy[:, 1], pa.float32()),
+    }))
+    write_class_means(run, int(class_id), means)
+    Markers(run).mark_unit(STAGE, int(class_id), summary=summary)  # last: it vouches for the part and the means
+    return summary
+
+
+def find_carriers(job_key: str, start: int, stop: int, target: np.ndarray, candidates: list[dict]) -> dict[int, list[int]]:
+    """Samples in [start, stop) explained as another class whose input carries a candidate's pattern."""
+    from unhans.spray import pattern_carriers
+
+    loaded = _loaded(job_key)
+    block = np.asarray(loaded.images[start:stop], dtype=np.float32)
+    found: dict[int, list[int]] = {}
+    for candidate in candidates:
+        evidence = evidence_of(candidate)
+        other = (target >= 0) & (target != evidence.class_id)
+        hits = pattern_carriers(block[other], evidence, loaded.job.pixel_std) if other.any() else np.zeros(0, bool)
+        found[evidence.class_id] = (np.flatnonzero(other)[hits] + start).tolist()
+    return found
+
+
+def confirm(job_key: str, candidate: dict, target: np.ndarray) -> dict:
+    """Counterfactual confirmation of one candidate (see :func:`unhans.spray.confirm_candidate`)."""
+    from unhans.spray import confirm_candidate
+
+    loaded = _loaded(job_key)
+    result = confirm_candidate(loaded.predict_proba(), loaded.images, target, np.asarray(candidate["members"]),
+                               tuple(candidate["window"]), candidate["class_id"], pixel_std=loaded.job.pixel_std,
+                               seed=loaded.job.spray.seed)
+    return result.to_dict()
+
+
+def evidence_of(candidate: dict):
+    """A candidate dict (as in spray.json) back as :class:`unhans.spray.ClusterEvidence`."""
+    from unhans.spray import ClusterEvidence
+
+    return ClusterEvidence(**{k: v for k, v in candidate.items() if k not in ("confirmation", "window")},
+                           window=tuple(candidate["window"]))
