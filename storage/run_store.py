@@ -41,11 +41,13 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [prefix.rstrip(".")]
 
 
-def init_run(run_dir: Path, config: dict, identity: dict | None = None) -> Markers:
+def init_run(run_dir: Path, config: dict, identity: dict | None = None,
+             ignore: tuple[str, ...] = ("cluster",)) -> Markers:
     """Create the run directory, or reopen it when its manifest has the same config.
 
     ``config`` is the plain-data config that decides the results; a directory made with a
-    different one raises :class:`RunMismatchError` naming the keys that differ.
+    different one raises :class:`RunMismatchError` naming the keys that differ. Top-level
+    sections in ``ignore`` (where the work runs: the cluster) may change between reruns.
     """
     run_dir = Path(run_dir)
     manifest_path = run_dir / MANIFEST
@@ -56,7 +58,7 @@ def init_run(run_dir: Path, config: dict, identity: dict | None = None) -> Marke
                 f"{run_dir}: run store schema version {manifest.get('schema_version')} is not "
                 f"{SCHEMA_VERSION}; use a new output directory"
             )
-        differ = _diff_keys(manifest.get("config"), config)
+        differ = [key for key in _diff_keys(manifest.get("config"), config) if key.split(".")[0] not in ignore]
         if differ:
             raise RunMismatchError(
                 f"{run_dir} holds a run with a different config ({', '.join(differ)} differ); "

@@ -123,3 +123,10 @@ def test_parquet_parts_go_through_the_durable_writer(tmp_path, monkeypatch):
     write_part(tmp_path, "samples", 0, pa.table({"sample_id": [0, 1]}))
     assert len(synced) >= 2  # the file and its directory
     assert read_table(tmp_path, "samples").num_rows == 2
+
+
+def test_where_the_work_runs_may_change_between_reruns(tmp_path):
+    init_run(tmp_path, {"cluster": {"workers": 2}, "spray": {"seed": 0}})
+    init_run(tmp_path, {"cluster": {"workers": 1, "scheduler": "tcp://x:8786"}, "spray": {"seed": 0}})
+    with pytest.raises(RunMismatchError, match=r"spray\.seed"):
+        init_run(tmp_path, {"cluster": {"workers": 1}, "spray": {"seed": 1}})
