@@ -41,7 +41,7 @@ def make_data(work: Path, classes: int, per_class: int, planted: int, seed: int)
 
     rng = np.random.default_rng(seed)
     n = classes * per_class
-    coarse = torch.from_numpy(rng.uniform(0.3, 0.7, (classes, 3, 4, 4)).astype(np.float32))
+    coarse = torch.from_numpy(rng.uniform(0.1, 0.9, (classes, 3, 4, 4)).astype(np.float32))
     templates = F.interpolate(coarse, size=(SIZE, SIZE), mode="bilinear", align_corners=False).numpy()
     labels = np.repeat(np.arange(classes), per_class)
     rng.shuffle(labels)
@@ -55,7 +55,7 @@ def make_data(work: Path, classes: int, per_class: int, planted: int, seed: int)
         tagged[rng.choice(members, size=len(members) // 2, replace=False)] = True
     for start in range(0, n, 10_000):
         stop = min(start + 10_000, n)
-        block = templates[labels[start:stop]] + rng.normal(0, 0.25, (stop - start, 3, SIZE, SIZE)).astype(np.float32)
+        block = templates[labels[start:stop]] + rng.normal(0, 0.12, (stop - start, 3, SIZE, SIZE)).astype(np.float32)
         for i in np.flatnonzero(tagged[start:stop]):
             block[i, :, SIZE - TAG - 2:SIZE - 2, 2:2 + TAG] = tags[int(labels[start + i])]  # bottom-left corner
         images[start:stop] = np.clip(block, 0, 1).astype(np.float16)

@@ -9,7 +9,9 @@ The client only plans and gathers small summaries (:mod:`.spray_tasks` does the 
    writes its part of the ``spray`` table, its cluster means and its marker, and returns its
    summary; a rerun skips classes with a marker (their summary is in the marker);
 3. the best candidates get a counterfactual confirmation, one task each;
-4. shard tasks find other classes' samples that carry a candidate's pattern.
+4. shard tasks find other classes' samples that carry the pattern of a candidate that will be
+   flagged (score at or above the flag threshold): those samples become artifact suspects too.
+   Searching every class's candidate would cost classes x samples pattern checks for nothing.
 
 Memory: a task holds one class (or one shard); the client holds per-sample ids, classes and
 scales (a few bytes per sample) and the per-class summaries.
@@ -17,6 +19,8 @@ scales (a few bytes per sample) and the per-class summaries.
 from __future__ import annotations
 
 import numpy as np
+
+from unhans.spray.clever_hans import FLAG_SCORE
 
 from .context import AuditContext
 from .spray_tasks import STAGE, UNASSIGNED_PART, SprayJob, SprayPlugin, plugin_name
@@ -50,9 +54,10 @@ def run(ctx: AuditContext) -> None:
             ctx.log(f"spray: class {plan.name(candidate['class_id'])} candidate "
                     f"{'confirmed' if result['confirmed'] else 'rejected'} (its pattern raises p(class) by "
                     f"{result['effect']:+.3f}, 95% CI [{result['ci_low']:+.3f}, {result['ci_high']:+.3f}])")
+        searched = [c for c in candidates if c["score"] >= FLAG_SCORE]
         carriers = {c["class_id"]: [] for c in candidates}
-        if candidates:
-            futures = [client.submit(find_carriers, key, s, e, plan.target[s:e], candidates, pure=False, retries=3)
+        if searched:
+            futures = [client.submit(find_carriers, key, s, e, plan.target[s:e], searched, pure=False, retries=3)
                        for s, e in plan.shards()]
             for found in client.gather(futures):
                 for class_id, ids in found.items():
