@@ -3,7 +3,8 @@
 Issue #11. Synthetic data with the shape of the problem: ``--classes`` classes x ``--per-class``
 samples of 3x32x32 (float16 in [0, 1], one ``.npy`` read by range; each class a smooth random
 colour template plus noise), a tag (a 4x4 black-and-white pattern of its own in the bottom-left
-corner) planted on 50% of the samples of each of ``--planted`` classes. A small CNN (``unhans.pipeline.small_cnn``) is trained here
+corner) planted on 50% of the samples of each of ``--planted`` classes; a tagged image shows a
+random class's content, so the tag is the only evidence for it and the model learns to use it. A small CNN (``unhans.pipeline.small_cnn``) is trained here
 on a subset, then ``unhans audit`` runs in a subprocess (LocalCluster, 2 workers, no trajectory)
 while this script samples the resident memory of the client and of each worker. Afterwards the
 spray stage is rerun alone with 1 worker and again with 2 workers on the same run (numba caches
@@ -55,7 +56,10 @@ def make_data(work: Path, classes: int, per_class: int, planted: int, seed: int)
         tagged[rng.choice(members, size=len(members) // 2, replace=False)] = True
     for start in range(0, n, 10_000):
         stop = min(start + 10_000, n)
-        block = templates[labels[start:stop]] + rng.normal(0, 0.12, (stop - start, 3, SIZE, SIZE)).astype(np.float32)
+        content = labels[start:stop].copy()
+        # a tagged image shows another class's content: the tag is its only evidence, so the model must use it
+        content[tagged[start:stop]] = rng.integers(0, classes, int(tagged[start:stop].sum()))
+        block = templates[content] + rng.normal(0, 0.12, (stop - start, 3, SIZE, SIZE)).astype(np.float32)
         for i in np.flatnonzero(tagged[start:stop]):
             block[i, :, SIZE - TAG - 2:SIZE - 2, 2:2 + TAG] = tags[int(labels[start + i])]  # bottom-left corner
         images[start:stop] = np.clip(block, 0, 1).astype(np.float16)
