@@ -1,7 +1,9 @@
 """Specification of the LRP explainer on whole architectures: agreement with zennit and conservation.
 
 torchvision models are built with ``weights=None`` (nothing is downloaded) and given random
-parameters where their initialisation leaves them trivial (biases, BatchNorm statistics).
+parameters where their initialisation leaves them trivial (biases, BatchNorm statistics); the
+conservation tests calibrate them to unit activations, with every bias 0 or random
+(:func:`calibrated`). Inputs and parameters come from fixed seeds.
 """
 
 from __future__ import annotations
