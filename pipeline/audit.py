@@ -9,7 +9,6 @@ Stages talk only through the run directory (:mod:`unhans.storage`).
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -31,17 +30,11 @@ def run_audit(config: AuditConfig, out: str | Path, *, force: bool = False, quie
 
     ``force`` starts the run directory over (its old outputs are deleted first).
     """
-    from unhans.storage import RunLayout, init_run
+    from unhans.storage import RunLayout, init_run, prepare_run_dir
 
     layout = RunLayout(Path(out))
-    run = layout.root
-    if run.exists() and not run.is_dir():
-        raise FileExistsError(f"--out {run} exists and is not a directory")
-    if force and run.exists():
-        if not layout.manifest.exists() and any(run.iterdir()):
-            raise FileExistsError(f"{run} is not an unhans run directory; refusing to delete it with --force")
-        shutil.rmtree(run)
-    ctx = AuditContext(config=config, layout=layout, markers=init_run(run, to_dict(config)), quiet=quiet)
+    prepare_run_dir(layout.root, force=force)
+    ctx = AuditContext(config=config, layout=layout, markers=init_run(layout.root, to_dict(config)), quiet=quiet)
     total = time.perf_counter()
     try:
         for stage in stages_for(config):

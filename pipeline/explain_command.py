@@ -5,14 +5,13 @@ the command stops at the heatmaps and the sample table.
 """
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
 from .config import ExplainRunConfig, to_dict
 from .model_loading import absolute_model
 from .sources import absolute_input, build_image_index
-from .stages.data import file_fingerprint
+from .stages.data import input_identity, model_identity
 from .stages.explain import STAGE, ExplainJob, check_job, quarantine_summary, run_explain_stage
 
 
@@ -30,31 +29,19 @@ def explain_job(config: ExplainRunConfig, run: Path) -> ExplainJob:
 
 def run_explain(config: ExplainRunConfig, out: str | Path, *, force: bool = False, quiet: bool = False) -> dict:
     """Explain every sample; returns {'samples', 'quarantined', 'quarantine_examples', 'seconds', ...}."""
-    from unhans.storage import init_run, open_run, update_manifest
+    from unhans.storage import init_run, open_run, prepare_run_dir, update_manifest
 
     from .cluster import dask_client
 
-    from unhans.storage import RunLayout
-
     run = Path(out)
-    if force and run.exists():
-        if not RunLayout(run).manifest.exists() and any(run.iterdir()):
-            raise FileExistsError(f"{run} is not an unhans run directory; refusing to delete it with --force")
-        shutil.rmtree(run)
-    if run.exists() and not run.is_dir():
-        raise FileExistsError(f"--out {run} exists and is not a directory")
+    prepare_run_dir(run, force=force)
     markers = init_run(run, {"command": "explain", **to_dict(config)})
     job = explain_job(config, run)
     start = time.perf_counter()
     if not markers.stage_done(STAGE):
         num_samples, sample_shape, num_outputs = check_job(job)  # fails here, before any work, on bad input or model
-        index = open_run(run).layout.image_index
-        update_manifest(run, dataset={"kind": job.input.kind, "path": job.input.path, "num_samples": num_samples,
-                                      "sample_shape": list(sample_shape),
-                                      "fingerprint": file_fingerprint(index if index.is_file() else job.input.path)},
-                        model={"kind": job.model.kind, "factory": job.model.factory, "name": job.model.name,
-                               "checkpoint": job.model.checkpoint, "num_outputs": num_outputs,
-                               "fingerprint": file_fingerprint(job.model.checkpoint)})
+        update_manifest(run, dataset=input_identity(job, num_samples, sample_shape),
+                        model=model_identity(job.model, num_outputs))
         with dask_client(config.cluster) as client:
             if not quiet:
                 where = config.cluster.scheduler or f"LocalCluster, {config.cluster.workers} workers"

@@ -334,10 +334,6 @@ class ImageFileSource(Source):
         return Batch(images, self.labels[start:stop].astype(np.int64), self.keys[start:stop],
                      [str(self.root / p) for p in self.paths[start:stop]], status, errors)
 
-    def decode(self, sample_id: int) -> np.ndarray:
-        """One sample as decoded for the model (for the report's thumbnails)."""
-        return decode_image(self.root / self.paths[sample_id], self.transform)
-
 
 class SampleImages:
     """Array-like read access to a source's samples as the model sees them, by id arrays or slices.

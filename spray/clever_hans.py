@@ -96,6 +96,12 @@ class ClusterEvidence:
                 out.pop(key)
         return out
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "ClusterEvidence":
+        """The inverse of ``to_dict(with_members=True)``; a stored ``confirmation`` is left out."""
+        return cls(**{k: v for k, v in data.items() if k not in ("confirmation", "window")},
+                   window=tuple(data["window"]))
+
 
 def relevance_shares(heatmaps: np.ndarray) -> np.ndarray:
     """(N, C, H, W) or (N, H, W) relevance → (N, H, W) positive relevance, each map summing to 1."""

@@ -4,10 +4,10 @@ from .heatmaps import create_heatmap_array, normalize_for_storage, open_heatmap_
 from .layout import RunLayout
 from .markers import Markers
 from .relevance import Relevance
-from .run_store import Run, RunMismatchError, init_run, open_run, update_manifest
+from .run_store import Run, RunMismatchError, init_run, open_run, prepare_run_dir, update_manifest
 from .tables import read_table, write_part, write_table
 
 __all__ = [
     "ClusterMeans", "Markers", "Relevance", "Run", "RunLayout", "RunMismatchError", "create_heatmap_array", "init_run", "normalize_for_storage",
-    "open_heatmap_array", "open_run", "read_table", "update_manifest", "write_class_means", "write_part", "write_table",
+    "open_heatmap_array", "open_run", "prepare_run_dir", "read_table", "update_manifest", "write_class_means", "write_part", "write_table",
 ]

@@ -36,14 +36,6 @@ class Relevance:
     def __len__(self) -> int:
         return len(self.sample_id)
 
-    @property
-    def sample_shape(self) -> tuple[int, ...]:
-        return tuple(self.array.shape[1:])
-
-    @property
-    def map_shape(self) -> tuple[int, ...]:
-        return tuple(self.array.shape[-2:])
-
     def _scaled(self, stored: np.ndarray, ids: np.ndarray | slice) -> np.ndarray:
         stored = np.asarray(stored, dtype=np.float32)
         return stored * self.scale[ids].reshape((-1,) + (1,) * (stored.ndim - 1))

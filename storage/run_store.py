@@ -75,6 +75,23 @@ def init_run(run_dir: Path, config: dict, identity: dict | None = None,
     return Markers(run_dir)
 
 
+def prepare_run_dir(run_dir: Path, *, force: bool = False) -> None:
+    """Check that ``run_dir`` can hold a run; with ``force``, delete an earlier run there first.
+
+    Refuses a path that is a file, and refuses to delete a non-empty directory that is not an
+    unhans run directory (no manifest): ``--force`` must never wipe a user's folder.
+    """
+    import shutil
+
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise FileExistsError(f"--out {run_dir} exists and is not a directory")
+    if force and run_dir.exists():
+        if not (run_dir / MANIFEST).exists() and any(run_dir.iterdir()):
+            raise FileExistsError(f"{run_dir} is not an unhans run directory; refusing to delete it with --force")
+        shutil.rmtree(run_dir)
+
+
 def update_manifest(run_dir: Path, **fields: Any) -> None:
     """Add fields (e.g. dataset and model fingerprints) to the manifest."""
     path = Path(run_dir) / MANIFEST

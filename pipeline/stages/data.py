@@ -42,6 +42,22 @@ def file_fingerprint(path: str | Path | None) -> str | None:
     return h.hexdigest()[:16]
 
 
+def input_identity(job, num_samples: int, sample_shape: tuple[int, ...]) -> dict:
+    """The manifest's ``dataset`` record of a job's input (the image index's fingerprint, or the file's)."""
+    from unhans.storage import RunLayout
+
+    index = RunLayout(job.run_dir).image_index
+    return {"kind": job.input.kind, "path": job.input.path, "num_samples": num_samples,
+            "sample_shape": list(sample_shape),
+            "fingerprint": file_fingerprint(index if index.is_file() else job.input.path)}
+
+
+def model_identity(model, num_outputs: int) -> dict:
+    """The manifest's ``model`` record of a user's model."""
+    return {"kind": model.kind, "factory": model.factory, "name": model.name, "checkpoint": model.checkpoint,
+            "num_outputs": num_outputs, "fingerprint": file_fingerprint(model.checkpoint)}
+
+
 def run(ctx: AuditContext) -> None:
     if ctx.config.embedded:
         _embedded(ctx)
@@ -100,15 +116,10 @@ def _user_input(ctx: AuditContext) -> None:
     store = ctx.trajectory_store()
     if store is not None:
         check_trajectory(store, num_samples, len(names))
-    index = ctx.layout.image_index
     update_manifest(ctx.layout.root, dataset={
-        "name": Path(spec.path).name, "kind": spec.kind, "path": spec.path, "num_samples": num_samples,
-        "sample_shape": list(sample_shape), "num_classes": len(names), "class_names": names,
-        "fingerprint": file_fingerprint(index if index.is_file() else spec.path),
-    }, model={
-        "kind": model.kind, "factory": model.factory, "name": model.name, "checkpoint": model.checkpoint,
-        "num_outputs": num_outputs, "fingerprint": file_fingerprint(model.checkpoint),
-    }, trajectory=None if store is None else str(store))
+        **input_identity(job, num_samples, sample_shape), "name": Path(spec.path).name,
+        "num_classes": len(names), "class_names": names,
+    }, model=model_identity(model, num_outputs), trajectory=None if store is None else str(store))
     ctx.markers.mark_stage(STAGE, num_samples=num_samples)
     ctx.log(f"data: {num_samples} samples of {len(names)} classes from {spec.path} ({spec.kind}); model "
             f"{model.name or model.factory or model.checkpoint} with {num_outputs} outputs"

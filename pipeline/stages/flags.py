@@ -12,17 +12,10 @@ SUMMARY_SCHEMA_VERSION = 2
 TIMED_STAGES = ("data", "train", "explain", "dynamics", "spray")
 
 
-def _evidence_of(candidate: dict):
-    from unhans.spray import ClusterEvidence
-
-    return ClusterEvidence(**{k: v for k, v in candidate.items() if k not in ("confirmation", "window")},
-                           window=tuple(candidate["window"]))
-
-
 def run(ctx: AuditContext) -> None:
     import pyarrow as pa
 
-    from unhans.spray import flag_classes, rank_classes
+    from unhans.spray import ClusterEvidence, flag_classes, rank_classes
     from unhans.spray.clever_hans import FLAG_SCORE
     from unhans.storage import read_table
     from unhans.storage.atomic import write_json_atomic
@@ -32,7 +25,7 @@ def run(ctx: AuditContext) -> None:
     layout, config = ctx.layout, ctx.config
     spray_info = json.loads(layout.spray.read_text())
     candidates = [c for c in spray_info["classes"] if c["candidate"] is not None]
-    evidence = [_evidence_of(c["candidate"]) for c in candidates]
+    evidence = [ClusterEvidence.from_dict(c["candidate"]) for c in candidates]
     confirmations = {c["class_id"]: c["candidate"].get("confirmation") for c in candidates}
     flagged = flag_classes(evidence)
     ranking = rank_classes(evidence, [c["class_id"] for c in spray_info["classes"]])

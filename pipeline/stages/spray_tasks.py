@@ -170,13 +170,13 @@ def analyze_class(job_key: str, class_id: int, idx: np.ndarray, scale: np.ndarra
 
 def find_carriers(job_key: str, start: int, stop: int, target: np.ndarray, candidates: list[dict]) -> dict[int, list[int]]:
     """Samples in [start, stop) explained as another class whose input carries a candidate's pattern."""
-    from unhans.spray import pattern_carriers
+    from unhans.spray import ClusterEvidence, pattern_carriers
 
     loaded = _loaded(job_key)
     block = np.asarray(loaded.images[start:stop], dtype=np.float32)
     found: dict[int, list[int]] = {}
     for candidate in candidates:
-        evidence = evidence_of(candidate)
+        evidence = ClusterEvidence.from_dict(candidate)
         other = (target >= 0) & (target != evidence.class_id)
         hits = pattern_carriers(block[other], evidence, loaded.job.pixel_std) if other.any() else np.zeros(0, bool)
         found[evidence.class_id] = (np.flatnonzero(other)[hits] + start).tolist()
@@ -192,11 +192,3 @@ def confirm(job_key: str, candidate: dict, target: np.ndarray) -> dict:
                                tuple(candidate["window"]), candidate["class_id"], pixel_std=loaded.job.pixel_std,
                                seed=loaded.job.spray.seed)
     return result.to_dict()
-
-
-def evidence_of(candidate: dict):
-    """A candidate dict (as in spray.json) back as :class:`unhans.spray.ClusterEvidence`."""
-    from unhans.spray import ClusterEvidence
-
-    return ClusterEvidence(**{k: v for k, v in candidate.items() if k not in ("confirmation", "window")},
-                           window=tuple(candidate["window"]))
