@@ -57,6 +57,8 @@ def _audit_parser(sub) -> None:
     g.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="address of an existing Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: start a LocalCluster)")
     g.add_argument("--workers", type=int, default=None, metavar="N", help="LocalCluster worker processes (config: cluster.workers)")
+    p.add_argument("--top-k", type=int, default=None, metavar="N",
+                   help="report.top_k: classes shown in detail in report.html (default 10; every class has a row)")
     p.add_argument("--force", action="store_true", help="delete DIR's earlier results and start over")
     p.add_argument("--quiet", action="store_true", help="no progress bars or stage messages")
     p.set_defaults(func=_cmd_audit)
@@ -186,6 +188,7 @@ def _apply_options(data: dict, args) -> dict:
         ("model.trust_checkpoint", True if args.trust_checkpoint else None), ("explain.method", args.method),
         ("explain.composite", getattr(args, "composite", None)), ("cluster.scheduler", args.scheduler),
         ("cluster.workers", args.workers), ("dynamics.trajectory", getattr(args, "trajectory", None)),
+        ("report.top_k", getattr(args, "top_k", None)),
     ]:
         _set(data, dotted, value)
     return data

@@ -97,6 +97,14 @@ class SprayConfig:
 
 
 @dataclass
+class ReportConfig:
+    """``report.html``: ``top_k`` classes get the detailed section (flagged first, then the highest
+    Clever-Hans scores); every class gets a row in the overview. May change between reruns."""
+
+    top_k: int = 10
+
+
+@dataclass
 class TransformConfig:
     """How image files become tensors: resize to size x size, center crop, normalization."""
 
@@ -167,6 +175,7 @@ class AuditConfig:
     explain: ExplainConfig = field(default_factory=ExplainConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     spray: SprayConfig = field(default_factory=SprayConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
 
     def __post_init__(self) -> None:
         if self.dataset is None and self.input is None:  # zero configuration: the embedded digits
@@ -342,6 +351,9 @@ def _validate_ranges(obj: Any, where: str) -> None:
             fail("pool_size", f"must be at least 1, got {obj.pool_size}")
         if obj.region_grid < 1:
             fail("region_grid", f"must be at least 1, got {obj.region_grid}")
+    elif isinstance(obj, ReportConfig):
+        if obj.top_k < 0:
+            fail("top_k", f"must be at least 0, got {obj.top_k}")
 
 
 def from_dict(data: dict | None, schema: type = AuditConfig):

@@ -42,7 +42,7 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 
 def init_run(run_dir: Path, config: dict, identity: dict | None = None,
-             ignore: tuple[str, ...] = ("cluster",)) -> Markers:
+             ignore: tuple[str, ...] = ("cluster", "report")) -> Markers:
     """Create the run directory, or reopen it when its manifest has the same config.
 
     ``config`` is the plain-data config that decides the results; a directory made with a

@@ -60,19 +60,46 @@ def test_report_is_self_contained_and_escapes_user_controlled_text(audit, tmp_pa
 
     from unhans.pipeline.config import InputConfig
     from unhans.pipeline.report import write_report
+    from unhans.pipeline.report.markup import SORT_SCRIPT
     from unhans.pipeline.sources import SampleImages, open_source
     from unhans.storage import RunLayout
 
     out, _ = audit
     text = (out / "report.html").read_text()
-    for fetch in ('src="http', "src='http", 'href="http', "url(http", "<script"):
-        assert fetch not in text  # opens offline, runs nothing
+    for fetch in ('src="http', "src='http", 'href="http', "href='http", "url(http", "<script src"):
+        assert fetch not in text  # opens offline
+    # the one script is the fixed table sorter, nothing user-controlled runs
+    assert text.count("<script") == 1 and f"<script>{SORT_SCRIPT}</script>" in text
     hostile = tmp_path / "<script>alert(1)</script>"
     shutil.copytree(out, hostile)
     images = SampleImages(open_source(InputConfig(kind="npy", path=str(RunLayout(hostile).embedded_images))))
     text = write_report(hostile, images).read_text()
     assert "<script>alert(1)</script>" not in text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+
+
+def test_report_details_top_k_classes_and_lists_every_class(audit, tmp_path):
+    import re
+    import shutil
+
+    from unhans.pipeline.config import InputConfig
+    from unhans.pipeline.report import write_report
+    from unhans.pipeline.sources import SampleImages, open_source
+    from unhans.storage import RunLayout
+
+    out, summary = audit
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    images = SampleImages(open_source(InputConfig(kind="npy", path=str(RunLayout(copy).embedded_images))))
+    full = write_report(copy, images, top_k=10).read_text()
+    one = write_report(copy, images, top_k=1).read_text()
+    assert len(re.findall(r"<h3 id='class-(\d+)'", full)) == 10
+    # top_k=1: the flagged class alone in detail, every class still one overview row
+    assert re.findall(r"<h3 id='class-(\d+)'", one) == [str(summary["clever_hans"]["flagged_clusters"][0]["class_id"])]
+    rows = one.split("<tbody>")[1].split("</tbody>")[0]
+    assert rows.count("<tr") == 10
+    assert len(one) < len(full) / 2
+    assert "Data map" in one and "class='datamap'" in one  # the embedded run has training dynamics
 
 
 def test_a_rerun_recomputes_nothing(audit):
@@ -107,3 +134,18 @@ def test_cli_rejects_a_bad_config_before_any_work(tmp_path):
     assert result.returncode == 2
     assert "dataset.artifact.colour" in result.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_report_pictures_do_not_grow_with_the_number_of_samples():
+    from unhans.pipeline.report.pictures import MAX_MAP_POINTS, density_map_uri, scatter_svg
+
+    rng = np.random.default_rng(0)
+    xy = rng.normal(size=(20_000, 2))
+    ring = np.zeros(20_000, bool)
+    ring[::1000] = True
+    svg = scatter_svg(xy, np.zeros(20_000, int), ring=ring)
+    assert svg.count("<circle") == MAX_MAP_POINTS
+    assert svg.count('stroke="#d00"') == ring.sum()  # the ringed points are always drawn
+    small, large = (density_map_uri(rng.random(n), rng.random(n), rng.random(n), extent=(0, 1, 0, 1))
+                    for n in (1_000, 1_000_000))
+    assert len(large) < 400_000 and len(small) < 400_000

@@ -7,10 +7,13 @@ STAGE = "report"
 
 
 def run(ctx: AuditContext) -> None:
-    from ..report import write_report
+    from ..report import SIZE_BUDGET_BYTES, write_report
     from ..sources import SampleImages
 
     spec = ctx.input_spec()
-    path = write_report(ctx.layout.root, SampleImages(ctx.source()), mean=spec.transform.mean, std=spec.transform.std)
-    ctx.markers.mark_stage(STAGE)
-    ctx.log(f"report: {path}")
+    path = write_report(ctx.layout.root, SampleImages(ctx.source()), mean=spec.transform.mean, std=spec.transform.std,
+                        top_k=ctx.config.report.top_k)
+    size = path.stat().st_size
+    ctx.markers.mark_stage(STAGE, bytes=size)
+    over = f" (over the {SIZE_BUDGET_BYTES / 1e6:.0f} MB budget: lower report.top_k)" if size > SIZE_BUDGET_BYTES else ""
+    ctx.log(f"report: {path} ({size / 1e6:.1f} MB){over}")
