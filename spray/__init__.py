@@ -8,12 +8,12 @@ from .clever_hans import (
 from .counterfactual import Confirmation, confirm_candidate
 from .embedding_map import umap_map
 from .graph import KnnGraph, knn_graph
-from .label_quality import LabelQuality, label_quality_from_model
+from .label_quality import LabelQuality, label_quality_from_blocks, label_quality_from_model
 from .pooling import pool_by_group, region_relevance
 from .preprocessing import normalize_features, pool_heatmaps
 
 __all__ = [
-    "ClusterEvidence", "Confirmation", "GroupAnalysis", "LabelQuality", "label_quality_from_model", "confirm_candidate", "KnnGraph", "analyze_group", "class_evidence", "flag_classes", "knn_graph",
+    "ClusterEvidence", "Confirmation", "GroupAnalysis", "LabelQuality", "label_quality_from_blocks", "label_quality_from_model", "confirm_candidate", "KnnGraph", "analyze_group", "class_evidence", "flag_classes", "knn_graph",
     "normalize_features", "pattern_carriers", "pool_by_group", "pool_heatmaps", "rank_classes", "region_relevance", "relevance_shares",
     "sample_artifact_scores", "sample_window_share", "umap_map",
 ]

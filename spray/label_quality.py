@@ -48,7 +48,8 @@ noise); a larger model weight (0.5 instead of 1/(k+1): recall 0.83-0.94, and 0.1
 memorization, where 1/(k+1) keeps 0.82-0.90).
 
 **Cost.** O(N·K) time in row chunks of :data:`CHUNK_ENTRIES` entries and O(N·k) memory besides
-the inputs: no N×N or N×K×K structure. The neighbour search is
+the inputs: no N×N or N×K×K structure; :func:`label_quality_from_blocks` reads the logits block by
+block in two passes, so they never need to be in memory at once. The neighbour search is
 :func:`unhans.spray.graph.knn_graph`: exact (scikit-learn) for small N; for large N it projects
 features wider than 64 dims on 48 principal components and uses NN-descent (pynndescent), seeded
 by ``seed``. Measured at N = 2·10^5, K = 1000, D = 128 on 2 cores: 3 s without features, 61 s
@@ -57,6 +58,7 @@ with (the search dominates), 0.7 GB above the 0.9 GB of inputs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -80,6 +82,11 @@ class LabelQuality:
     evidence: dict
 
 
+LogitBlocks = Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]
+"""Called once per pass (two passes); each call yields ``(rows, logits)`` blocks: sample ids (any
+order, every sample exactly once per pass) and their (len(rows), K) logits."""
+
+
 def label_quality_from_model(logits: np.ndarray, labels: np.ndarray, features: np.ndarray | None = None, *,
                              n_neighbors: int = 10, seed: int = 0) -> LabelQuality:
     """Mislabel score and suspects of every sample from the audited model's logits and features.
@@ -89,25 +96,43 @@ def label_quality_from_model(logits: np.ndarray, labels: np.ndarray, features: n
     vote (fewer if fewer are labelled, recorded in the evidence); ``seed`` drives the
     approximate neighbour search used for large N. See the module docstring for the formulas.
     """
-    logits, labels, features = _validated(logits, labels, features, n_neighbors, seed)
-    n, num_classes = logits.shape
+    logits = np.asarray(logits)
+    if logits.ndim != 2 or logits.shape[1] < 2:
+        raise ValueError(f"logits must be (N, K) with K >= 2 classes, got shape {logits.shape}")
+    if np.shape(labels) != (len(logits),):
+        raise ValueError(f"labels must be (N,) = ({len(logits)},) like logits, got shape {np.shape(labels)}")
+    rows = max(1, CHUNK_ENTRIES // logits.shape[1])
+
+    def blocks():
+        for start in range(0, len(logits), rows):
+            yield np.arange(start, min(start + rows, len(logits))), logits[start:start + rows]
+
+    return label_quality_from_blocks(blocks, labels, logits.shape[1], features, n_neighbors=n_neighbors, seed=seed)
+
+
+def label_quality_from_blocks(blocks: LogitBlocks, labels: np.ndarray, num_classes: int,
+                              features: np.ndarray | None = None, *, n_neighbors: int = 10,
+                              seed: int = 0) -> LabelQuality:
+    """:func:`label_quality_from_model` with the logits read block by block, twice (thresholds,
+    then scores): memory O(N·(k + D)) for the neighbour votes and features, never N×K, so the
+    logits of a million samples and a thousand classes can stay on disk."""
+    labels, features = _validated(labels, num_classes, features, n_neighbors, seed)
+    n = len(labels)
     labelled = np.flatnonzero(labels >= 0)
-    y = labels[labelled]
     votes, reduction = None, None
     if features is not None and len(labelled) >= 2:
-        votes, reduction = _neighbour_labels(features[labelled], y, min(n_neighbors, len(labelled) - 1), seed)
+        found, reduction = _neighbour_labels(features[labelled], labels[labelled], min(n_neighbors, len(labelled) - 1), seed)
+        votes = np.full((n, found.shape[1]), -1, dtype=np.int64)
+        votes[labelled] = found
 
-    thresholds = _class_thresholds(logits, labelled, y, votes, num_classes)
+    thresholds = _class_thresholds(blocks, labels, votes, num_classes)
     score = np.full(n, np.nan)
-    rows = max(1, CHUNK_ENTRIES // num_classes)
-    for start in range(0, len(labelled), rows):
-        part = slice(start, start + rows)
-        consensus = _consensus(logits[labelled[part]], None if votes is None else votes[part])
+    for rows, consensus, y in _labelled_consensus(blocks, labels, votes, num_classes):
         relative = consensus / thresholds
         local = np.arange(len(relative))
-        given = relative[local, y[part]].copy()
-        relative[local, y[part]] = -np.inf
-        score[labelled[part]] = relative.max(axis=1) - given
+        given = relative[local, y].copy()
+        relative[local, y] = -np.inf
+        score[rows] = relative.max(axis=1) - given
     suspect = np.zeros(n, dtype=bool)
     suspect[labelled] = score[labelled] > 0
 
@@ -137,6 +162,38 @@ def label_quality_from_model(logits: np.ndarray, labels: np.ndarray, features: n
     if features is not None and not used_features:
         evidence["features_unused"] = "fewer than two labelled samples"
     return LabelQuality(score=score, suspect=suspect, evidence=evidence)
+
+
+def _labelled_consensus(blocks: LogitBlocks, labels: np.ndarray, votes: np.ndarray | None, num_classes: int):
+    """One pass over the logits: (sample ids, consensus c (M, K), given labels) of the labelled
+    samples, at most :data:`CHUNK_ENTRIES` entries at a time; checks shapes, finiteness and that
+    every sample comes exactly once."""
+    n = len(labels)
+    seen = np.zeros(n, dtype=bool)
+    step = max(1, CHUNK_ENTRIES // num_classes)
+    for rows, logits in blocks():
+        rows = np.asarray(rows, dtype=np.int64)
+        logits = np.asarray(logits)
+        if logits.shape != (len(rows), num_classes):
+            raise ValueError(f"logits must be (rows, K) = ({len(rows)}, {num_classes}) per block, "
+                             f"got shape {logits.shape}")
+        if not np.issubdtype(logits.dtype, np.number) or np.issubdtype(logits.dtype, np.complexfloating):
+            raise ValueError(f"logits must be real numbers, got dtype {logits.dtype}")
+        if len(rows) and (rows.min() < 0 or rows.max() >= n or seen[rows].any() or len(np.unique(rows)) < len(rows)):
+            raise ValueError(f"logits blocks must cover sample ids 0..{n - 1} once each per pass")
+        seen[rows] = True
+        for start in range(0, len(rows), step):
+            part_rows, part = rows[start:start + step], logits[start:start + step]
+            y = labels[part_rows]
+            keep = y >= 0
+            bad = keep & ~np.isfinite(part).all(axis=1)
+            if bad.any():
+                raise ValueError(f"logits must be finite in labelled rows, row {int(part_rows[np.argmax(bad)])} "
+                                 "has NaN or infinity (label it -1 to ignore the sample)")
+            part_rows, y = part_rows[keep], y[keep]
+            yield part_rows, _consensus(part[keep], None if votes is None else votes[part_rows]), y
+    if not seen.all():
+        raise ValueError(f"logits blocks must cover sample ids 0..{n - 1}; sample {int(np.argmin(seen))} is missing")
 
 
 def _neighbour_labels(features: np.ndarray, labels: np.ndarray, k: int, seed: int):
@@ -170,22 +227,13 @@ def _consensus(logits: np.ndarray, votes: np.ndarray | None) -> np.ndarray:
     return c
 
 
-def _class_thresholds(logits, labelled, labels, votes, num_classes: int) -> np.ndarray:
+def _class_thresholds(blocks: LogitBlocks, labels: np.ndarray, votes, num_classes: int) -> np.ndarray:
     """t_j = mean of c_ij over samples labelled j (CL's per-class threshold), floored at 1/K."""
-    own = np.empty(len(labelled))
-    rows = max(1, CHUNK_ENTRIES // num_classes)
-    for start in range(0, len(labelled), rows):
-        part = slice(start, start + rows)
-        p = _softmax(logits[labelled[part]])
-        own_p = p[np.arange(len(p)), labels[part]]
-        if votes is None:
-            own[part] = own_p
-        else:
-            valid = votes[part] >= 0
-            agree = (votes[part] == labels[part][:, None]).sum(axis=1)
-            own[part] = (own_p + agree) / (valid.sum(axis=1) + 1.0)
-    counts = np.bincount(labels, minlength=num_classes)
-    sums = np.bincount(labels, weights=own, minlength=num_classes)
+    counts = np.zeros(num_classes)
+    sums = np.zeros(num_classes)
+    for _, consensus, y in _labelled_consensus(blocks, labels, votes, num_classes):
+        counts += np.bincount(y, minlength=num_classes)
+        sums += np.bincount(y, weights=consensus[np.arange(len(y)), y], minlength=num_classes)
     present = counts > 0
     thresholds = np.ones(num_classes)  # no labelled sample at all: nothing to calibrate
     if present.any():
@@ -194,16 +242,11 @@ def _class_thresholds(logits, labelled, labels, votes, num_classes: int) -> np.n
     return np.maximum(thresholds, 1.0 / num_classes)
 
 
-def _validated(logits, labels, features, n_neighbors, seed):
-    logits = np.asarray(logits)
-    if logits.ndim != 2 or logits.shape[1] < 2:
-        raise ValueError(f"logits must be (N, K) with K >= 2 classes, got shape {logits.shape}")
-    if not np.issubdtype(logits.dtype, np.number) or np.issubdtype(logits.dtype, np.complexfloating):
-        raise ValueError(f"logits must be real numbers, got dtype {logits.dtype}")
-    n, num_classes = logits.shape
+def _validated(labels, num_classes, features, n_neighbors, seed):
     labels = np.asarray(labels)
-    if labels.shape != (n,):
-        raise ValueError(f"labels must be (N,) = ({n},) like logits, got shape {labels.shape}")
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be (N,) like the logits' rows, got shape {labels.shape}")
+    n = len(labels)
     if labels.dtype == bool or not np.issubdtype(labels.dtype, np.number):
         raise ValueError(f"labels must be integers, got dtype {labels.dtype}")
     if n and not np.array_equal(labels, np.round(labels)):
@@ -214,7 +257,6 @@ def _validated(logits, labels, features, n_neighbors, seed):
         raise ValueError(f"labels must lie in 0..{num_classes - 1} (K = {num_classes} logits) or be -1, "
                          f"got {labels[bad][0]} at row {int(np.flatnonzero(bad)[0])}")
     labelled = labels >= 0
-    _check_finite(logits, labelled, "logits")
     if features is not None:
         features = np.asarray(features)
         if features.ndim != 2 or features.shape[0] != n or features.shape[1] < 1:
@@ -226,7 +268,7 @@ def _validated(logits, labels, features, n_neighbors, seed):
         raise ValueError(f"n_neighbors must be an integer >= 1, got {n_neighbors!r}")
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
         raise ValueError(f"seed must be an integer, got {seed!r}")
-    return logits, labels, features
+    return labels, features
 
 
 def _check_finite(values: np.ndarray, labelled: np.ndarray, name: str) -> None:

@@ -5,9 +5,9 @@ from .layout import RunLayout
 from .markers import Markers
 from .relevance import Relevance
 from .run_store import Run, RunMismatchError, init_run, open_run, prepare_run_dir, update_manifest
-from .tables import read_table, write_part, write_table
+from .tables import iter_table_batches, read_table, table_columns, write_part, write_table
 
 __all__ = [
     "ClusterMeans", "Markers", "Relevance", "Run", "RunLayout", "RunMismatchError", "create_heatmap_array", "init_run", "normalize_for_storage",
-    "open_heatmap_array", "open_run", "prepare_run_dir", "read_table", "update_manifest", "write_class_means", "write_part", "write_table",
+    "iter_table_batches", "open_heatmap_array", "open_run", "prepare_run_dir", "read_table", "table_columns", "update_manifest", "write_class_means", "write_part", "write_table",
 ]

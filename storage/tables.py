@@ -44,5 +44,28 @@ def read_table(run_dir: Path, name: str, columns: list[str] | None = None):
     return pa.concat_tables([pq.read_table(p, columns=columns) for p in parts])
 
 
+def iter_table_batches(run_dir: Path, name: str, columns: list[str], rows: int = 8192):
+    """Record batches of table ``name`` (parts in unit order, at most ``rows`` rows each): for
+    columns too large to hold for every sample at once (the ``outputs`` table's logits)."""
+    import pyarrow.parquet as pq
+
+    directory = table_dir(run_dir, name)
+    parts = sorted(directory.glob("part-*.parquet"))
+    if not parts:
+        raise FileNotFoundError(f"table {name!r} has no parts in {directory}")
+    for part in parts:
+        yield from pq.ParquetFile(part).iter_batches(batch_size=rows, columns=columns)
+
+
+def table_columns(run_dir: Path, name: str) -> list[str]:
+    """Column names of table ``name`` (from its first part's schema; every part has the same)."""
+    import pyarrow.parquet as pq
+
+    parts = sorted(table_dir(run_dir, name).glob("part-*.parquet"))
+    if not parts:
+        raise FileNotFoundError(f"table {name!r} has no parts in {table_dir(run_dir, name)}")
+    return list(pq.read_schema(parts[0]).names)
+
+
 def has_table(run_dir: Path, name: str) -> bool:
     return any(table_dir(run_dir, name).glob("part-*.parquet"))

@@ -139,3 +139,35 @@ def test_bad_inputs_are_rejected_naming_the_parameter(override, name):
     logits, labels, features = arguments.pop("logits"), arguments.pop("labels"), arguments.pop("features")
     with pytest.raises(ValueError, match=name):
         label_quality_from_model(logits, labels, features, **arguments)
+
+
+def test_logits_read_block_by_block_in_any_order_give_the_same_result():
+    from unhans.spray.label_quality import label_quality_from_blocks
+
+    features, labels, _true, _flipped = blobs()
+    labels[5] = -1
+    logits = confident_logits(labels)
+    order = np.random.default_rng(1).permutation(len(labels))
+    passes = []
+
+    def blocks():
+        passes.append(1)
+        for part in np.array_split(order, 7):
+            yield part, logits[part]
+
+    streamed = label_quality_from_blocks(blocks, labels, K, features)
+    whole = label_quality_from_model(logits, labels, features)
+    assert len(passes) == 2
+    np.testing.assert_array_equal(streamed.suspect, whole.suspect)
+    np.testing.assert_allclose(streamed.score, whole.score, rtol=1e-12, equal_nan=True)
+
+
+def test_logit_blocks_that_miss_or_repeat_a_sample_are_rejected():
+    from unhans.spray.label_quality import label_quality_from_blocks
+
+    _features, labels, _true, _flipped = blobs()
+    logits = confident_logits(labels)
+    with pytest.raises(ValueError, match="sample 7 is missing"):
+        label_quality_from_blocks(lambda: [(np.delete(np.arange(len(labels)), 7), np.delete(logits, 7, 0))], labels, K)
+    with pytest.raises(ValueError, match="once each"):
+        label_quality_from_blocks(lambda: [(np.arange(10), logits[:10]), (np.arange(10), logits[:10])], labels, K)

@@ -38,21 +38,31 @@ def _from_trajectory(ctx: AuditContext, store) -> tuple:
 
 
 def _from_model(ctx: AuditContext) -> tuple:
+    """Model-only evidence. The logits (N x K, 0.8 GB at 200 000 x 1000) are streamed from the
+    ``outputs`` table twice, never held at once; the client holds labels, features and votes."""
     import pyarrow as pa
 
-    from unhans.spray import label_quality_from_model
-    from unhans.storage import read_table
+    from unhans.spray import label_quality_from_blocks
+    from unhans.storage import iter_table_batches, read_table, table_columns
 
-    samples = read_table(ctx.layout.root, "samples", columns=["sample_id", "label", "status"]).sort_by("sample_id")
-    outputs = read_table(ctx.layout.root, "outputs").sort_by("sample_id")
+    root = ctx.layout.root
+    samples = read_table(root, "samples", columns=["sample_id", "label", "status"]).sort_by("sample_id")
     labels = samples.column("label").to_numpy().copy()
     labels[np.asarray(samples.column("status").to_pylist()) != "ok"] = -1
     num_classes = int(ctx.manifest()["dataset"]["num_classes"])
     labels[(labels < 0) | (labels >= num_classes)] = -1
-    logits = _matrix(outputs.column("logits"))
-    features = _matrix(outputs.column("features")) if "features" in outputs.column_names else None
-    quality = label_quality_from_model(logits, labels, features, n_neighbors=ctx.config.spray.n_neighbors,
-                                       seed=ctx.config.spray.seed)
+    features = None
+    if "features" in table_columns(root, "outputs"):
+        outputs = read_table(root, "outputs", columns=["sample_id", "features"]).sort_by("sample_id")
+        features = _matrix(outputs.column("features"))
+        del outputs
+
+    def blocks():
+        for batch in iter_table_batches(root, "outputs", ["sample_id", "logits"]):
+            yield batch.column("sample_id").to_numpy(), _matrix(batch.column("logits"))
+
+    quality = label_quality_from_blocks(blocks, labels, num_classes, features, n_neighbors=ctx.config.spray.n_neighbors,
+                                        seed=ctx.config.spray.seed)
     score = np.nan_to_num(quality.score, nan=0.0)
     table = pa.table({
         "sample_id": samples.column("sample_id"),
