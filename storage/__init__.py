@@ -1,4 +1,5 @@
 """The run store: manifest, heatmaps in Zarr v3, per-sample tables in Parquet, markers."""
+from .class_maps import ClassMaps, class_maps_parts_done, remove_class_maps, write_class_maps_part
 from .cluster_means import ClusterMeans, write_class_means
 from .heatmaps import create_heatmap_array, normalize_for_storage, open_heatmap_array
 from .layout import RunLayout
@@ -8,6 +9,7 @@ from .run_store import Run, RunMismatchError, init_run, open_run, prepare_run_di
 from .tables import iter_table_batches, read_table, table_columns, write_part, write_table
 
 __all__ = [
+    "ClassMaps", "class_maps_parts_done", "remove_class_maps", "write_class_maps_part",
     "ClusterMeans", "Markers", "Relevance", "Run", "RunLayout", "RunMismatchError", "create_heatmap_array", "init_run", "normalize_for_storage",
     "iter_table_batches", "open_heatmap_array", "open_run", "prepare_run_dir", "read_table", "table_columns", "update_manifest", "write_class_means", "write_part", "write_table",
 ]

@@ -12,6 +12,8 @@
     RUN/model.pt                   the embedded path's trained model
     RUN/spray.json                 per-class SpRAy results and Clever-Hans candidates
     RUN/spray_cluster_means/<class>.npz   mean heatmap per cluster of that class (for the report)
+    RUN/spray_class_maps/part-*.npy|.npz  relevance maps regrouped by class while the spray stage
+                                   runs (deleted when it finishes)
     RUN/summary.json               what nightly jobs compare
     RUN/report.html                what people read
 """
@@ -29,6 +31,7 @@ DYNAMICS = "dynamics"
 MODEL = "model.pt"
 SPRAY = "spray.json"
 CLUSTER_MEANS = "spray_cluster_means"
+CLASS_MAPS = "spray_class_maps"
 SUMMARY = "summary.json"
 REPORT = "report.html"
 IMAGE_INDEX = "image_index.parquet"
@@ -101,6 +104,15 @@ class RunLayout:
 
     def class_means(self, class_id: int) -> Path:
         return self.root / CLUSTER_MEANS / f"{int(class_id):08d}.npz"
+
+    @property
+    def class_maps(self) -> Path:
+        return self.root / CLASS_MAPS
+
+    def class_maps_part(self, part: int) -> tuple[Path, Path]:
+        """(maps .npy, index .npz) of one part of the class-grouped maps."""
+        stem = self.root / CLASS_MAPS / f"part-{int(part):08d}"
+        return stem.with_suffix(".npy"), stem.with_suffix(".npz")
 
     @property
     def summary(self) -> Path:

@@ -130,3 +130,22 @@ def test_where_the_work_runs_may_change_between_reruns(tmp_path):
     init_run(tmp_path, {"cluster": {"workers": 1, "scheduler": "tcp://x:8786"}, "spray": {"seed": 0}})
     with pytest.raises(RunMismatchError, match=r"spray\.seed"):
         init_run(tmp_path, {"cluster": {"workers": 1}, "spray": {"seed": 1}})
+
+
+def test_class_maps_return_one_class_from_every_part_in_sample_order(tmp_path):
+    from unhans.storage import ClassMaps, class_maps_parts_done, remove_class_maps, write_class_maps_part
+
+    rng = np.random.default_rng(0)
+    classes = rng.integers(0, 5, 40)
+    maps = rng.normal(size=(40, 4, 4)).astype(np.float32)
+    write_class_maps_part(tmp_path, 0, np.arange(0, 20), classes[:20], maps[:20], share_sum=np.ones((4, 4)))
+    write_class_maps_part(tmp_path, 1, np.arange(20, 40), classes[20:], maps[20:], share_sum=np.ones((4, 4)))
+    assert class_maps_parts_done(tmp_path) == {0, 1}
+    for c in range(5):
+        ids, got = ClassMaps(tmp_path).read(c)
+        np.testing.assert_array_equal(ids, np.flatnonzero(classes == c))
+        np.testing.assert_array_equal(got, maps[classes == c])
+    with pytest.raises(KeyError, match="class 7"):
+        ClassMaps(tmp_path).read(7)
+    remove_class_maps(tmp_path)
+    assert class_maps_parts_done(tmp_path) == set()

@@ -2,9 +2,11 @@
 
 The client only plans and gathers small summaries (:mod:`.spray_tasks` does the work):
 
-1. shard tasks sum every sample's relevance-share map (the "other classes" baseline of the
-   Clever-Hans evidence): one (H, W) map each;
-2. one task per class reads only that class's heatmaps, runs SpRAy (pooled, normalized heatmaps
+1. one task per part (a contiguous range of shards) reads its heatmaps once, writes them grouped
+   by class (:mod:`unhans.storage.class_maps`) and sums their relevance-share maps (the "other
+   classes" baseline of the Clever-Hans evidence): one (H, W) map each. In a shuffled dataset a
+   class sits in every shard; without this pass every class would read the whole store;
+2. one task per class reads only that class's rows of the grouped maps, runs SpRAy (pooled, normalized heatmaps
    → kNN graph → spectral embedding, eigengap clustering, UMAP map) and the Clever-Hans evidence,
    writes its part of the ``spray`` table, its cluster means and its marker, and returns its
    summary; a rerun skips classes with a marker (their summary is in the marker);
@@ -24,15 +26,18 @@ from unhans.spray.clever_hans import FLAG_SCORE
 
 from .context import AuditContext
 from .spray_tasks import STAGE, UNASSIGNED_PART, SprayJob, SprayPlugin, plugin_name
-from .spray_tasks import analyze_class, confirm, find_carriers, share_sum
+from .spray_tasks import analyze_class, confirm, find_carriers, regroup
 
 CONFIRM_TOP = 3  # candidates (best scores first) checked by counterfactual pasting
+PART_BYTES = 128 << 20  # class-grouped maps per regroup task (float32 H x W per sample)
+MIN_PARTS = 8  # small runs still spread the regroup pass over the workers
 PIXEL_STD_SAMPLES = 5000
 
 
 def run(ctx: AuditContext) -> None:
     import time
 
+    from unhans.storage import remove_class_maps
     from unhans.storage.atomic import write_json_atomic
 
     start = time.perf_counter()
@@ -67,6 +72,7 @@ def run(ctx: AuditContext) -> None:
     finally:
         client.unregister_worker_plugin(plugin_name(job))
     _write_unassigned(ctx, plan)
+    remove_class_maps(ctx.layout.root)  # a copy of the heatmaps, needed only while classes are analyzed
     write_json_atomic(ctx.layout.spray, {"window": plan.window, "pixel_std": job.pixel_std, "classes": summaries})
     ctx.markers.mark_stage(STAGE, classes=len(summaries), seconds=time.perf_counter() - start,
                            clusters=sum(s["n_clusters"] for s in summaries))
@@ -90,6 +96,9 @@ class _Plan:
         array = open_heatmap_array(root)
         self.shard = int(array.shards[0]) if array.shards else int(array.chunks[0])
         self.window = max(2, int(array.shape[-1]) // 4)
+        n_shards = -(-len(self.target) // self.shard)
+        by_memory = max(1, PART_BYTES // (4 * int(np.prod(array.shape[-2:])) * self.shard))
+        self.part_rows = self.shard * max(1, min(by_memory, -(-n_shards // MIN_PARTS)))
         self.classes = np.unique(self.target[self.target >= 0])
         self.names = ctx.class_names()
 
@@ -99,6 +108,11 @@ class _Plan:
     def shards(self) -> list[tuple[int, int]]:
         n = len(self.target)
         return [(s, min(s + self.shard, n)) for s in range(0, n, self.shard)]
+
+    def parts(self) -> list[tuple[int, int]]:
+        """Ranges of the regroup pass: whole shards, about :data:`PART_BYTES` of maps each."""
+        n = len(self.target)
+        return [(s, min(s + self.part_rows, n)) for s in range(0, n, self.part_rows)]
 
     def pixel_std(self, ctx: AuditContext) -> float:
         """The inputs' pixel standard deviation, from up to 5000 evenly spaced samples."""
@@ -119,16 +133,16 @@ def _class_summaries(ctx: AuditContext, client, key: str, plan: _Plan) -> list[d
     todo = [int(c) for c in plan.classes if done.get(int(c)) is None]
     summaries = {c: s for c, s in done.items() if s is not None and c in set(plan.classes.tolist())}
     if todo:
-        futures = [client.submit(share_sum, key, s, e, plan.scale[s:e], plan.target[s:e], pure=False, retries=3)
-                   for s, e in plan.shards()]
-        share_total = sum(client.gather(futures))
+        share_total = _regroup(ctx, client, key, plan)
         total_ok = int((plan.target >= 0).sum())
         share_total = client.scatter(share_total, broadcast=True)
+        order = np.argsort(plan.target, kind="stable")
+        bounds = np.searchsorted(plan.target[order], [todo, np.add(todo, 1)])
         futures = []
-        for c in todo:
-            idx = np.flatnonzero(plan.target == c)
+        for c, lo, hi in zip(todo, *bounds):
+            idx = order[lo:hi]
             futures.append(client.submit(
-                analyze_class, key, c, idx, plan.scale[idx], [plan.keys[i] for i in idx], plan.mislabel[idx],
+                analyze_class, key, c, idx, [plan.keys[i] for i in idx], plan.mislabel[idx],
                 share_total, total_ok - len(idx), pure=False, retries=3, key=f"spray-{key}-{c}"))
         with tqdm(total=len(plan.classes), initial=len(plan.classes) - len(todo), desc="spray", unit="class",
                   disable=ctx.quiet, leave=False) as bar:
@@ -137,6 +151,24 @@ def _class_summaries(ctx: AuditContext, client, key: str, plan: _Plan) -> list[d
                 summaries[summary["class_id"]] = summary
                 bar.update(1)
     return [summaries[int(c)] for c in plan.classes]
+
+
+def _regroup(ctx: AuditContext, client, key: str, plan: _Plan) -> np.ndarray:
+    """The class-grouped maps (parts written earlier are kept); returns the summed share maps."""
+    from unhans.storage import class_maps_parts_done
+
+    done = class_maps_parts_done(ctx.layout.root)
+    sums: dict[int, np.ndarray] = {}
+    futures = {}
+    for part, (s, e) in enumerate(plan.parts()):
+        if part in done:
+            with np.load(ctx.layout.class_maps_part(part)[1]) as index:
+                sums[part] = index["share_sum"]
+        else:
+            futures[part] = client.submit(regroup, key, part, s, e, plan.scale[s:e], plan.target[s:e],
+                                          pure=False, retries=3)
+    sums.update(zip(futures, client.gather(list(futures.values()))))
+    return np.sum([sums[p] for p in sorted(sums)], axis=0, dtype=np.float64)  # part order: same bits on a rerun
 
 
 def _write_unassigned(ctx: AuditContext, plan: _Plan) -> None:

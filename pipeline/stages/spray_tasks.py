@@ -1,8 +1,8 @@
 """The SpRAy stage's Dask tasks: everything that reads heatmaps or inputs runs on the workers.
 
 Each worker opens the run's source (and, for confirmations, builds the model) once, through
-:class:`SprayPlugin`. Tasks read only what they need from the store (a class's heatmaps by
-orthogonal selection, or one shard), write their own outputs (a class's part of the ``spray``
+:class:`SprayPlugin`. Tasks read only what they need from the store (a contiguous range of
+heatmaps, or one class's rows of the class-grouped maps), write their own outputs (a class's part of the ``spray``
 table, its cluster means, its marker) and return small summaries. The numba code of UMAP and
 NN-descent is compiled once per worker process, on its first class, never once per class.
 """
@@ -51,6 +51,15 @@ class _Loaded:
         self.job = job
         self.images = SampleImages(open_source(job.input, RunLayout(job.run_dir).image_index))
         self._predict = None
+        self._class_maps = None
+
+    def class_maps(self):
+        """The class-grouped maps (opened on first use: after every part is written)."""
+        if self._class_maps is None:
+            from unhans.storage import ClassMaps
+
+            self._class_maps = ClassMaps(self.job.run_dir)
+        return self._class_maps
 
     def predict_proba(self):
         """Class probabilities of the audited model (built on first use, on the CPU)."""
@@ -93,38 +102,55 @@ def _loaded(job_key: str) -> _Loaded:
     return get_worker().plugins[f"unhans-spray-{job_key}"].loaded
 
 
-def share_sum(job_key: str, start: int, stop: int, scale: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Sum of the relevance-share maps of samples [start, stop) that have a class: (H, W)."""
+def regroup(job_key: str, part: int, start: int, stop: int, scale: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Write samples [start, stop) that have a class as one part of the class-grouped maps
+    (:mod:`unhans.storage.class_maps`), shard by shard; return the sum of their relevance-share
+    maps (H, W), which the part's index keeps too (a rerun reads it from there)."""
     from unhans.spray import relevance_shares
-    from unhans.storage import open_heatmap_array
+    from unhans.storage import open_heatmap_array, write_class_maps_part
 
     loaded = _loaded(job_key)
-    ok = target >= 0
-    stored = np.asarray(open_heatmap_array(Path(loaded.job.run_dir))[start:stop], np.float32)
-    if not ok.any():
-        return np.zeros(stored.shape[-2:])
-    maps = stored[ok] * scale[ok].reshape((-1,) + (1,) * (stored.ndim - 1))
-    return relevance_shares(maps).sum(0)
+    array = open_heatmap_array(Path(loaded.job.run_dir))
+    step = int(array.shards[0]) if array.shards else int(array.chunks[0])
+    ok = np.flatnonzero(target >= 0)
+    maps = np.empty((len(ok),) + tuple(array.shape[-2:]), np.float32)
+    total = np.zeros(array.shape[-2:])
+    filled = 0
+    for s in range(start, stop, step):
+        rows = ok[(ok >= s - start) & (ok < min(s + step, stop) - start)]
+        if not len(rows):
+            continue
+        stored = np.asarray(array[s:min(s + step, stop)], np.float32)[rows - (s - start)]
+        block = stored * scale[rows].reshape((-1,) + (1,) * (stored.ndim - 1))
+        block = block.sum(axis=1) if block.ndim == 4 else block
+        maps[filled:filled + len(rows)] = block
+        total += relevance_shares(block).sum(0)
+        filled += len(rows)
+    write_class_maps_part(loaded.job.run_dir, part, ok + start, target[ok], maps, share_sum=total)
+    return total
 
 
-def analyze_class(job_key: str, class_id: int, idx: np.ndarray, scale: np.ndarray, keys: list[str],
+def analyze_class(job_key: str, class_id: int, idx: np.ndarray, keys: list[str],
                   mislabel_flags: np.ndarray, share_total: np.ndarray, others: int) -> dict:
     """SpRAy and Clever-Hans evidence of one class; writes its table part, means and marker; returns its summary.
 
-    idx: the class's sample ids (sorted); scale: their heatmap scales; share_total: the summed
-    share maps of every sample with a class; others: how many of those are not in this class.
+    idx: the class's sample ids (sorted); its maps come from the class-grouped parts
+    (:func:`regroup`); share_total: the summed share maps of every sample with a class;
+    others: how many of those are not in this class.
     """
     import pyarrow as pa
 
     from unhans.spray import (analyze_group, class_evidence, normalize_features, pool_by_group, pool_heatmaps,
                               region_relevance, relevance_shares, sample_artifact_scores, umap_map)
-    from unhans.storage import Markers, open_heatmap_array, write_class_means, write_part
+    from unhans.storage import Markers, write_class_means, write_part
 
     loaded = _loaded(job_key)
     job, cfg = loaded.job, loaded.job.spray
     run = Path(job.run_dir)
-    stored = np.asarray(open_heatmap_array(run).get_orthogonal_selection((idx,)), np.float32)
-    heatmaps = stored * scale.reshape((-1,) + (1,) * (stored.ndim - 1))
+    ids, heatmaps = loaded.class_maps().read(int(class_id))  # (M, H, W), scale applied, channels summed
+    if not np.array_equal(ids, idx):
+        raise RuntimeError(f"class {class_id}: the class-grouped maps hold {len(ids)} samples, the plan {len(idx)}; "
+                           "rerun the audit (the spray stage rebuilds them)")
     shares = relevance_shares(heatmaps)
     features = normalize_features(pool_heatmaps(heatmaps, cfg.pool_size, cfg.relevance), cfg.normalize)
     analysis = analyze_group(features, n_neighbors=cfg.n_neighbors, max_clusters=cfg.max_clusters, seed=cfg.seed)
@@ -135,13 +161,13 @@ def analyze_class(job_key: str, class_id: int, idx: np.ndarray, scale: np.ndarra
     class_images = np.asarray(loaded.images[idx], dtype=np.float32)
     evidence = class_evidence(shares, class_images, analysis.by_resolution, int(class_id), other_mean_share=other_mean,
                               pixel_std=job.pixel_std, window=job.window, mislabel_flags=mislabel_flags)
-    means = {str(c): heatmaps[analysis.clusters == c].mean(0).sum(0) for c in range(analysis.n_clusters)}
+    means = {str(c): heatmaps[analysis.clusters == c].mean(0) for c in range(analysis.n_clusters)}
     candidate_col = np.zeros(len(idx), bool)
     artifact_score = np.zeros(len(idx))
     if evidence is not None:
         candidate_col[evidence.carriers] = True
         artifact_score = sample_artifact_scores(shares, class_images, evidence, job.pixel_std)
-        means["candidate"] = heatmaps[evidence.members].mean(0).sum(0)
+        means["candidate"] = heatmaps[evidence.members].mean(0)
         evidence.members = idx[evidence.members].tolist()  # class positions → sample ids
         evidence.carriers = idx[evidence.carriers].tolist()
     pooled = pool_by_group(region_relevance(heatmaps, cfg.region_grid), analysis.clusters)
