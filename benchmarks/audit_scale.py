@@ -13,10 +13,11 @@ warm in both), which gives the spray speed-up of 2 workers over 1 measured in th
     python benchmarks/audit_scale.py                          # 1000 classes x 200 = 200 000 samples
     python benchmarks/audit_scale.py --classes 250            # 50 000 samples
 
-Prints wall time per stage, peak RSS per process, report size and the planted classes' ranks;
-ends with: RESULT n=<N> classes=<K> wall_s=<audit wall> spray_speedup_2w=<t1/t2> client_peak_gb=<x>
-worker_peak_gb=<x> report_mb=<x> planted_found=<planted classes ranked in the top m>/<m>
-spray_s_per_sample=<2-worker spray seconds / N>
+Prints wall time per stage, peak RSS per process, report size (and how long headless Chromium
+takes to open it, when ``chromium`` is installed) and the planted classes' ranks; ends with:
+RESULT n=<N> classes=<K> wall_s=<audit wall> spray_speedup_2w=<t1/t2> client_peak_gb=<x>
+worker_peak_gb=<x> report_mb=<x> report_open_s=<x> planted_found=<planted classes ranked in the
+top m>/<m> spray_s_per_sample=<2-worker spray seconds / N>
 """
 from __future__ import annotations
 
@@ -153,6 +154,28 @@ def audit(work: Path, config: Path, workers: int) -> tuple[float, dict]:
     return time.perf_counter() - start, peaks
 
 
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def open_in_chromium(report: Path) -> float | None:
+    """Seconds headless Chromium takes to load and lay out the report (its DOM dumped after the
+    load event), or None when no Chromium is installed. Fails loudly when the page does not load."""
+    import tempfile
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        return None
+    with tempfile.TemporaryDirectory() as profile:
+        start = time.perf_counter()
+        proc = subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom",
+                               report.resolve().as_uri()], capture_output=True, text=True, timeout=300)
+        seconds = time.perf_counter() - start
+    if proc.returncode != 0 or "Classes in detail" not in proc.stdout:
+        sys.exit(f"the report did not open in {browser}: exit {proc.returncode}\n{proc.stderr[-2000:]}")
+    return seconds
+
+
 def reset_spray(run: Path) -> None:
     """Forget the spray stage and everything after it (the explain and dynamics outputs stay)."""
     from unhans.storage import RunLayout
@@ -160,7 +183,8 @@ def reset_spray(run: Path) -> None:
     layout = RunLayout(run)
     for stage in ("spray", "flags", "report"):
         (layout.markers / f"{stage}.done").unlink(missing_ok=True)
-    for path in (layout.markers / "spray", layout.table("spray"), layout.cluster_means, layout.table("flags")):
+    for path in (layout.markers / "spray", layout.table("spray"), layout.cluster_means, layout.class_maps,
+                 layout.table("flags")):
         shutil.rmtree(path, ignore_errors=True)
     for path in (layout.spray, layout.summary, layout.report):
         path.unlink(missing_ok=True)
@@ -207,6 +231,7 @@ def main() -> None:
         summary = json.loads((run / "summary.json").read_text())
         stages = {k: v["seconds"] for k, v in summary["stages"].items() if v.get("seconds") is not None}
         report_mb = (run / "report.html").stat().st_size / 1e6
+        open_s = open_in_chromium(run / "report.html")
         ranking = [row["class_id"] for row in summary["clever_hans"]["class_ranking"]]
         m = len(truth["planted"])
         ranks = {k: ranking.index(k) + 1 if k in ranking else None for k in truth["planted"]}
@@ -214,7 +239,9 @@ def main() -> None:
         print(f"audit: {wall:.0f}s wall; stages {', '.join(f'{k} {v:.0f}s' for k, v in stages.items())}", flush=True)
         print(f"peak RSS: client {max(peaks.get('client', [0])):.2f} GB, workers "
               f"{', '.join(f'{p:.2f}' for p in sorted(peaks.get('worker', []), reverse=True))} GB", flush=True)
-        print(f"report: {report_mb:.2f} MB; planted classes' ranks {ranks}", flush=True)
+        print(f"report: {report_mb:.2f} MB, "
+              + ("no Chromium installed to open it" if open_s is None else f"opens in headless Chromium in {open_s:.1f}s")
+              + f"; planted classes' ranks {ranks}", flush=True)
         spray_2w = stages["spray"]
         speedup = float("nan")
         if not args.skip_speedup:
@@ -230,7 +257,8 @@ def main() -> None:
         worker_peak = max(peaks.get("worker", [0]))
         print(f"RESULT n={n} classes={args.classes} wall_s={wall:.0f} spray_speedup_2w={speedup:.2f} "
               f"client_peak_gb={max(peaks.get('client', [0])):.2f} worker_peak_gb={worker_peak:.2f} "
-              f"report_mb={report_mb:.2f} planted_found={found}/{m} spray_s_per_sample={spray_2w / n * 1e3:.3f}e-3")
+              f"report_mb={report_mb:.2f} report_open_s={'n/a' if open_s is None else f'{open_s:.1f}'} "
+              f"planted_found={found}/{m} spray_s_per_sample={spray_2w / n * 1e3:.3f}e-3")
 
 
 if __name__ == "__main__":
