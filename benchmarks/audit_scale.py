@@ -2,9 +2,12 @@
 
 Issue #11. Synthetic data with the shape of the problem: ``--classes`` classes x ``--per-class``
 samples of 3x32x32 (float16 in [0, 1], one ``.npy`` read by range; each class a smooth random
-colour template plus noise), a tag (a 4x4 black-and-white pattern of its own in the bottom-left
-corner) planted on 50% of the samples of each of ``--planted`` classes; a tagged image shows a
-random class's content, so the tag is the only evidence for it and the model learns to use it. A small CNN (``unhans.pipeline.small_cnn``) is trained here
+colour template plus noise), a tag (a 4x4 on/off pattern in a colour of its own, in the
+bottom-left corner) planted on 50% of the samples of each of ``--planted`` classes; a tagged
+image shows a random class's content, so the tag is the only evidence for its label (a
+poisoning-style shortcut). Whether the trained model relies on each tag is checked before the
+audit (pasting it into other classes' images; ``tags_learned``): a tag the model ignores leaves
+nothing for any explanation to find. A small CNN (``unhans.pipeline.small_cnn``) is trained here
 on a subset, then ``unhans audit`` runs in a subprocess (LocalCluster, 2 workers, no trajectory)
 while this script samples the resident memory of the client and of each worker. Afterwards the
 spray stage is rerun alone with 1 worker and again with 2 workers on the same run (numba caches
@@ -48,8 +51,14 @@ def make_data(work: Path, classes: int, per_class: int, planted: int, seed: int)
     labels = np.repeat(np.arange(classes), per_class)
     rng.shuffle(labels)
     planted_classes = sorted(rng.choice(classes, size=planted, replace=False).tolist())
-    # each planted class its own tag (a random 4x4 black-and-white pattern): a shortcut for that class only
-    tags = {k: rng.integers(0, 2, (TAG, TAG)).astype(np.float32) for k in planted_classes}
+    # each planted class its own tag: a random 4x4 on/off pattern in a colour of its own (evenly spaced
+    # hues, full saturation), a shortcut for that class only that a small CNN can tell apart
+    tags = {}
+    for j, k in enumerate(planted_classes):
+        colour = _hue(j / max(planted, 1))
+        pattern = rng.integers(0, 2, (TAG, TAG)).astype(np.float32)
+        pattern[0, 0], pattern[-1, -1] = 1.0, 0.0  # never blank, never full
+        tags[k] = pattern[None] * colour[:, None, None]
     images = np.lib.format.open_memmap(work / "images.npy", mode="w+", dtype=np.float16, shape=(n, 3, SIZE, SIZE))
     tagged = np.zeros(n, bool)
     for k in planted_classes:
@@ -67,11 +76,45 @@ def make_data(work: Path, classes: int, per_class: int, planted: int, seed: int)
     images.flush()
     del images
     np.save(work / "labels.npy", labels)
-    return {"planted": planted_classes, "tagged": tagged, "labels": labels}
+    return {"planted": planted_classes, "tagged": tagged, "labels": labels, "tags": tags}
 
 
-def train_model(work: Path, classes: int, train_per_class: int, epochs: int, seed: int) -> float:
-    """The small CNN on up to ``train_per_class`` samples per class; returns its training accuracy."""
+def _hue(h: float) -> np.ndarray:
+    """RGB (3,) of hue h in [0, 1) at full saturation and value."""
+    import colorsys
+
+    return np.array(colorsys.hsv_to_rgb(h, 1.0, 1.0), np.float32)
+
+
+def tag_use(work: Path, classes: int, truth: dict, recipients: int = 200, seed: int = 1) -> dict[int, float]:
+    """Whether the trained model uses each planted tag: the fraction of ``recipients`` images of
+    unplanted classes it predicts as class k once k's tag is pasted in (a planted class only counts
+    as learnable by the audit when the model relies on its tag)."""
+    import torch
+
+    from unhans.pipeline.small_cnn import small_cnn
+
+    images = np.load(work / "images.npy", mmap_mode="r")
+    labels = truth["labels"]
+    model = small_cnn(in_channels=3, num_classes=classes, image_size=SIZE, width=32)
+    model.load_state_dict(torch.load(work / "net.pt", weights_only=True))
+    model.eval()
+    rng = np.random.default_rng(seed)
+    others = np.sort(rng.choice(np.flatnonzero(~np.isin(labels, truth["planted"]) & ~truth["tagged"]), recipients,
+                                replace=False))
+    x = torch.from_numpy(np.asarray(images[others], np.float32))
+    out = {}
+    with torch.no_grad():
+        for k in truth["planted"]:
+            pasted = x.clone()
+            pasted[:, :, SIZE - TAG - 2:SIZE - 2, 2:2 + TAG] = torch.from_numpy(truth["tags"][k])
+            out[k] = float((model(pasted).argmax(1) == k).float().mean())
+    return out
+
+
+def train_model(work: Path, classes: int, train_per_class: int, epochs: int, seed: int, planted: list[int]) -> float:
+    """The small CNN on up to ``train_per_class`` samples per class and every sample of the planted
+    classes (a poisoned training set holds all its poison); returns its training accuracy."""
     import torch
     import torch.nn.functional as F
 
@@ -81,7 +124,8 @@ def train_model(work: Path, classes: int, train_per_class: int, epochs: int, see
     torch.set_num_threads(2)
     images = np.load(work / "images.npy", mmap_mode="r")
     labels = np.load(work / "labels.npy")
-    subset = np.sort(np.concatenate([np.flatnonzero(labels == k)[:train_per_class] for k in range(classes)]))
+    subset = np.sort(np.concatenate([np.flatnonzero(labels == k)[:None if k in planted else train_per_class]
+                                     for k in range(classes)]))
     x = torch.from_numpy(np.asarray(images[subset], dtype=np.float32))
     y = torch.from_numpy(labels[subset])
     model = small_cnn(in_channels=3, num_classes=classes, image_size=SIZE, width=32)
@@ -176,6 +220,11 @@ def open_in_chromium(report: Path) -> float | None:
     return seconds
 
 
+def _spray_seconds(run: Path) -> tuple[float, dict]:
+    spray = json.loads((run / "summary.json").read_text())["stages"]["spray"]
+    return spray["seconds"], {k: round(v, 1) for k, v in (spray.get("phases") or {}).items()}
+
+
 def reset_spray(run: Path) -> None:
     """Forget the spray stage and everything after it (the explain and dynamics outputs stay)."""
     from unhans.storage import RunLayout
@@ -195,8 +244,8 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--per-class", type=int, default=200)
     parser.add_argument("--planted", type=int, default=5)
-    parser.add_argument("--train-per-class", type=int, default=100, help="training subset per class")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--train-per-class", type=int, default=50, help="training subset per class (planted classes: all)")
+    parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", default=None, metavar="DIR", help="work here and keep it (default: a temp dir)")
     parser.add_argument("--skip-speedup", action="store_true", help="no 1-worker / 2-worker spray reruns")
@@ -214,10 +263,14 @@ def main() -> None:
         truth = make_data(work, args.classes, args.per_class, args.planted, args.seed)
         t_data = time.perf_counter() - t0
         t0 = time.perf_counter()
-        accuracy = train_model(work, args.classes, args.train_per_class, args.epochs, args.seed)
+        accuracy = train_model(work, args.classes, args.train_per_class, args.epochs, args.seed, truth["planted"])
         t_train = time.perf_counter() - t0
+        used = tag_use(work, args.classes, truth)
+        learned = sum(v >= 0.5 for v in used.values())
         print(f"data: {n} samples, {args.classes} classes, planted in {truth['planted']} ({t_data:.0f}s); "
-              f"model trained on {args.train_per_class}/class in {t_train:.0f}s, training accuracy {accuracy:.3f}",
+              f"model trained on {args.train_per_class}/class in {t_train:.0f}s, training accuracy {accuracy:.3f}; "
+              f"pasting a planted tag into other classes' images makes the model predict that class in "
+              f"{', '.join(f'{v:.0%}' for v in used.values())} of them ({learned}/{len(used)} tags learned)",
               flush=True)
         config = work / "audit.yaml"
         config.write_text(yaml.safe_dump({
@@ -236,7 +289,8 @@ def main() -> None:
         m = len(truth["planted"])
         ranks = {k: ranking.index(k) + 1 if k in ranking else None for k in truth["planted"]}
         found = sum(r is not None and r <= m for r in ranks.values())
-        print(f"audit: {wall:.0f}s wall; stages {', '.join(f'{k} {v:.0f}s' for k, v in stages.items())}", flush=True)
+        print(f"audit: {wall:.0f}s wall; stages {', '.join(f'{k} {v:.0f}s' for k, v in stages.items())}; spray phases "
+              f"{_spray_seconds(run)[1]}", flush=True)
         print(f"peak RSS: client {max(peaks.get('client', [0])):.2f} GB, workers "
               f"{', '.join(f'{p:.2f}' for p in sorted(peaks.get('worker', []), reverse=True))} GB", flush=True)
         print(f"report: {report_mb:.2f} MB, "
@@ -247,18 +301,19 @@ def main() -> None:
         if not args.skip_speedup:
             reset_spray(run)
             _, _ = audit(work, config, workers=1)
-            spray_1w = json.loads((run / "summary.json").read_text())["stages"]["spray"]["seconds"]
+            spray_1w, phases_1w = _spray_seconds(run)
             reset_spray(run)
             _, _ = audit(work, config, workers=2)
-            spray_2w = json.loads((run / "summary.json").read_text())["stages"]["spray"]["seconds"]
+            spray_2w, phases_2w = _spray_seconds(run)
             speedup = spray_1w / spray_2w
+            print(f"spray phases, 1 worker: {phases_1w}; 2 workers: {phases_2w}", flush=True)
             print(f"spray stage alone: 1 worker {spray_1w:.0f}s, 2 workers {spray_2w:.0f}s (speed-up {speedup:.2f})",
                   flush=True)
         worker_peak = max(peaks.get("worker", [0]))
         print(f"RESULT n={n} classes={args.classes} wall_s={wall:.0f} spray_speedup_2w={speedup:.2f} "
               f"client_peak_gb={max(peaks.get('client', [0])):.2f} worker_peak_gb={worker_peak:.2f} "
               f"report_mb={report_mb:.2f} report_open_s={'n/a' if open_s is None else f'{open_s:.1f}'} "
-              f"planted_found={found}/{m} spray_s_per_sample={spray_2w / n * 1e3:.3f}e-3")
+              f"planted_found={found}/{m} tags_learned={learned}/{m} spray_s_per_sample={spray_2w / n * 1e3:.3f}e-3")
 
 
 if __name__ == "__main__":

@@ -44,4 +44,4 @@ def limit_threads(threads: int) -> None:
 def worker_environment(threads: int) -> dict[str, str]:
     """Environment variables that cap native thread pools in a freshly started worker process."""
     value = str(max(1, int(threads)))
-    return {name: value for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    return {name: value for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")}

@@ -104,8 +104,11 @@ def _stage_seconds(markers, num_samples: int) -> dict:
     """Wall seconds of the stages before flags (as their markers recorded them), explain samples/s."""
     out = {}
     for name in TIMED_STAGES:
-        seconds = (markers.stage_info(name) or {}).get("seconds")
+        info = markers.stage_info(name) or {}
+        seconds = info.get("seconds")
         out[name] = {"seconds": None if seconds is None else round(float(seconds), 3)}
+        if info.get("phases"):  # the spray stage's parts: plan, regroup, classes, confirm, carriers
+            out[name]["phases"] = info["phases"]
     explain = out["explain"]["seconds"]
     if explain:
         out["explain"]["samples_per_second"] = round(num_samples / explain, 1)

@@ -40,16 +40,19 @@ def run(ctx: AuditContext) -> None:
     from unhans.storage import remove_class_maps
     from unhans.storage.atomic import write_json_atomic
 
+    client = ctx.client()  # started by an earlier stage, or now (not counted: a stage's seconds are its own work)
     start = time.perf_counter()
+    phases: dict[str, float] = {}
     plan = _Plan(ctx)
-    client = ctx.client()
     job = SprayJob(run_dir=str(ctx.layout.root.resolve()), input=ctx.input_spec(), model=ctx.model_spec(),
                    spray=ctx.config.spray, window=plan.window, pixel_std=plan.pixel_std(ctx),
                    threads=ctx.config.cluster.threads_per_worker)
     client.register_plugin(SprayPlugin(job), name=plugin_name(job))
+    phases["plan"] = time.perf_counter() - start
     try:
         key = job.key()
-        summaries = _class_summaries(ctx, client, key, plan)
+        summaries = _class_summaries(ctx, client, key, plan, phases)
+        mark = time.perf_counter()
         candidates = sorted((s["candidate"] for s in summaries if s["candidate"]), key=lambda c: -c["score"])
         target = client.scatter(plan.target, broadcast=True)
         confirmations = client.gather([client.submit(confirm, key, c, target, pure=False, retries=3)
@@ -59,6 +62,8 @@ def run(ctx: AuditContext) -> None:
             ctx.log(f"spray: class {plan.name(candidate['class_id'])} candidate "
                     f"{'confirmed' if result['confirmed'] else 'rejected'} (its pattern raises p(class) by "
                     f"{result['effect']:+.3f}, 95% CI [{result['ci_low']:+.3f}, {result['ci_high']:+.3f}])")
+        phases["confirm"] = time.perf_counter() - mark
+        mark = time.perf_counter()
         searched = [c for c in candidates if c["score"] >= FLAG_SCORE]
         carriers = {c["class_id"]: [] for c in candidates}
         if searched:
@@ -69,14 +74,17 @@ def run(ctx: AuditContext) -> None:
                     carriers[class_id].extend(ids)
         for candidate in candidates:
             candidate["other_members"] = sorted(carriers[candidate["class_id"]])
+        phases["carriers"] = time.perf_counter() - mark
     finally:
         client.unregister_worker_plugin(plugin_name(job))
     _write_unassigned(ctx, plan)
     remove_class_maps(ctx.layout.root)  # a copy of the heatmaps, needed only while classes are analyzed
     write_json_atomic(ctx.layout.spray, {"window": plan.window, "pixel_std": job.pixel_std, "classes": summaries})
-    ctx.markers.mark_stage(STAGE, classes=len(summaries), seconds=time.perf_counter() - start,
-                           clusters=sum(s["n_clusters"] for s in summaries))
-    ctx.log(f"spray: {len(summaries)} classes, {sum(s['n_clusters'] for s in summaries)} clusters")
+    seconds = time.perf_counter() - start
+    ctx.markers.mark_stage(STAGE, classes=len(summaries), seconds=seconds, clusters=sum(s["n_clusters"] for s in summaries),
+                           phases={k: round(v, 3) for k, v in phases.items()})
+    ctx.log(f"spray: {len(summaries)} classes, {sum(s['n_clusters'] for s in summaries)} clusters in {seconds:.1f}s ("
+            + ", ".join(f"{k} {v:.1f}s" for k, v in phases.items()) + ")")
 
 
 class _Plan:
@@ -123,8 +131,10 @@ class _Plan:
         return float(np.asarray(SampleImages(ctx.source())[sample], dtype=np.float32).std()) or 1.0
 
 
-def _class_summaries(ctx: AuditContext, client, key: str, plan: _Plan) -> list[dict]:
+def _class_summaries(ctx: AuditContext, client, key: str, plan: _Plan, phases: dict[str, float]) -> list[dict]:
     """Every class's summary: from its marker when done earlier, else from its task (classes in parallel)."""
+    import time
+
     from distributed import as_completed
     from tqdm.auto import tqdm
 
@@ -133,7 +143,10 @@ def _class_summaries(ctx: AuditContext, client, key: str, plan: _Plan) -> list[d
     todo = [int(c) for c in plan.classes if done.get(int(c)) is None]
     summaries = {c: s for c, s in done.items() if s is not None and c in set(plan.classes.tolist())}
     if todo:
+        mark = time.perf_counter()
         share_total = _regroup(ctx, client, key, plan)
+        phases["regroup"] = time.perf_counter() - mark
+        mark = time.perf_counter()
         total_ok = int((plan.target >= 0).sum())
         share_total = client.scatter(share_total, broadcast=True)
         order = np.argsort(plan.target, kind="stable")
@@ -150,6 +163,7 @@ def _class_summaries(ctx: AuditContext, client, key: str, plan: _Plan) -> list[d
                 summary = future.result()
                 summaries[summary["class_id"]] = summary
                 bar.update(1)
+        phases["classes"] = time.perf_counter() - mark
     return [summaries[int(c)] for c in plan.classes]
 
 
