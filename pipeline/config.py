@@ -29,11 +29,18 @@ class ConfigError(ValueError):
 
 @dataclass
 class ArtifactConfig:
-    """A 'copyright tag' stamped into one corner of a fraction of one class's training images."""
+    """A shortcut planted into a fraction of one class's training images (see :mod:`.defects`).
+
+    kind: ``stamp`` (the tag at a fixed ``corner``), ``moving`` (the tag anywhere), ``scaled``
+    (the tag resized by 0.6-1.6 in the ``corner``), ``frame`` (a bright line along the ``edge``),
+    ``texture`` (faint stripes over the background).
+    """
 
     class_: int = 3
     fraction: float = 0.5
     corner: Literal["bottom-left", "bottom-right", "top-left", "top-right"] = "bottom-left"
+    kind: Literal["stamp", "moving", "scaled", "frame", "texture"] = "stamp"
+    edge: Literal["top", "bottom", "left", "right"] = "bottom"
 
 
 @dataclass
@@ -50,8 +57,13 @@ class DatasetConfig:
     seed: int = 0
     image_size: int = 32
     test_fraction: float = 0.3
-    artifact: ArtifactConfig = field(default_factory=ArtifactConfig)
+    artifact: ArtifactConfig | list[ArtifactConfig] = field(default_factory=ArtifactConfig)  # a list: several poisoned classes
     label_noise: LabelNoiseConfig = field(default_factory=LabelNoiseConfig)
+
+    @property
+    def artifacts(self) -> list[ArtifactConfig]:
+        """The planted artifacts, one or several (an empty fraction plants nothing)."""
+        return list(self.artifact) if isinstance(self.artifact, list) else [self.artifact]
 
 
 @dataclass
@@ -227,7 +239,10 @@ def _check_value(value: Any, hint: Any, where: str) -> Any:
         args = [a for a in get_args(hint) if a is not type(None)]
         if value is None:
             return None
-        return _check_value(value, args[0], where)
+        as_list = [a for a in args if get_origin(a) is list]
+        if isinstance(value, list) and as_list:  # e.g. one artifact or a list of them
+            return _check_value(value, as_list[0], where)
+        return _check_value(value, [a for a in args if get_origin(a) is not list][0], where)
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
@@ -294,6 +309,9 @@ def _validate_ranges(obj: Any, where: str) -> None:
         if not 0.0 <= obj.rate < 1.0:
             fail("rate", f"must be in [0, 1), got {obj.rate}")
     elif isinstance(obj, DatasetConfig):
+        classes = [a.class_ for a in obj.artifacts]
+        if len(set(classes)) < len(classes):
+            fail("artifact", f"one artifact per class, got classes {classes}")
         if obj.image_size < 8:
             fail("image_size", f"must be at least 8, got {obj.image_size}")
         if not 0.05 <= obj.test_fraction <= 0.9:
@@ -368,6 +386,8 @@ def to_dict(config: Any) -> dict:
         value = getattr(config, f.name)
         if value is None and dataclasses.is_dataclass(_optional_section(type(config), f.name)):
             continue
+        if isinstance(value, list):
+            value = [to_dict(v) if dataclasses.is_dataclass(v) else v for v in value]
         out[_key(f.name)] = to_dict(value) if dataclasses.is_dataclass(value) else value
     return out
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import DatasetConfig
-from .defects import flip_labels, stamp_artifact
+from .defects import flip_labels, plant_artifact
 
 NUM_CLASSES = 10
 CLASS_NAMES = [str(d) for d in range(NUM_CLASSES)]
@@ -65,10 +65,10 @@ def load_digits_dataset(config: DatasetConfig) -> DigitsDataset:
 
     x_train = images[train_idx].copy()
     y_true = labels[train_idx]
-    tagged = stamp_artifact(
-        x_train, y_true, config.artifact.class_, config.artifact.fraction, config.artifact.corner,
-        artifact_rng,
-    )
+    tagged = np.zeros(len(x_train), dtype=bool)
+    for artifact in config.artifacts:
+        tagged |= plant_artifact(x_train, y_true, artifact.class_, artifact.fraction, artifact_rng, kind=artifact.kind,
+                                 corner=artifact.corner, edge=artifact.edge)
     y_noisy = flip_labels(y_true, config.label_noise.rate, config.label_noise.kind, NUM_CLASSES, noise_rng)
     train = LabeledImages(x_train, y_noisy, y_true, tagged, y_noisy != y_true)
     y_test = labels[test_idx]

@@ -13,30 +13,34 @@ def precision_at_n(scores: np.ndarray, truth: np.ndarray, n: int | None = None) 
     return float(truth[top].mean())
 
 
-def evaluate(*, class_ranking: list[int], artifact_class: int | None, artifact_suspect: np.ndarray,
-             tagged: np.ndarray, mislabel_score: np.ndarray, flipped: np.ndarray) -> dict:
+def evaluate(*, class_ranking: list[int], artifact_classes: list[int], artifact_suspect: np.ndarray,
+             artifact_score: np.ndarray, tagged: np.ndarray, mislabel_score: np.ndarray, flipped: np.ndarray) -> dict:
     """The ``evaluation`` object of summary.json; a metric that is undefined is ``None``.
 
-    artifact_class_rank: rank (1 = top) of the poisoned class in the Clever-Hans ranking
-    (``None`` without an artifact, or ``len(ranking) + 1`` when the class was never explained);
-    artifact_precision / artifact_recall: artifact suspects vs tagged samples;
+    artifact_class_ranks: rank (1 = top) of each poisoned class in the Clever-Hans ranking
+    (``len(ranking) + 1`` when the class was never explained); artifact_class_rank: the worst of
+    them (``None`` without an artifact); artifact_precision / artifact_recall: artifact suspects
+    vs tagged samples; artifact_score_auroc / artifact_score_ap: the per-sample artifact score
+    ranking all samples against the tagged ones (AUROC, average precision);
     mislabel_auroc and mislabel_precision_at_n (n = number of flipped labels).
     """
-    from sklearn.metrics import roc_auc_score
+    from sklearn.metrics import average_precision_score, roc_auc_score
 
     def ratio(num: int, den: int) -> float | None:
         return float(num / den) if den else None
 
     hits = int((artifact_suspect & tagged).sum())
-    if artifact_class is None or not tagged.any():
-        rank = None
-    else:
-        rank = class_ranking.index(artifact_class) + 1 if artifact_class in class_ranking else len(class_ranking) + 1
+    ranks = [class_ranking.index(k) + 1 if k in class_ranking else len(class_ranking) + 1 for k in artifact_classes]
+    planted = bool(ranks) and tagged.any()
+    both = tagged.any() and (~tagged).any()
     has_both = flipped.any() and (~flipped).any()
     return {
-        "artifact_class_rank": rank,
+        "artifact_class_rank": max(ranks) if planted else None,
+        "artifact_class_ranks": ranks if planted else [],
         "artifact_precision": ratio(hits, int(artifact_suspect.sum())),
         "artifact_recall": ratio(hits, int(tagged.sum())),
+        "artifact_score_auroc": float(roc_auc_score(tagged, artifact_score)) if both else None,
+        "artifact_score_ap": float(average_precision_score(tagged, artifact_score)) if both else None,
         "mislabel_auroc": float(roc_auc_score(flipped, mislabel_score)) if has_both else None,
         "mislabel_precision_at_n": precision_at_n(mislabel_score, flipped) if flipped.any() else None,
     }

@@ -48,8 +48,9 @@ def test_lrp_heatmaps_conserve_the_explained_logit(audit):
 def test_default_config_finds_the_tag_and_the_flipped_labels(audit):
     _, summary = audit
     ev = summary["evaluation"]
-    assert set(ev) == {"artifact_class_rank", "artifact_precision", "artifact_recall", "mislabel_auroc",
-                       "mislabel_precision_at_n"}
+    assert set(ev) == {"artifact_class_rank", "artifact_class_ranks", "artifact_precision", "artifact_recall",
+                       "artifact_score_auroc", "artifact_score_ap", "mislabel_auroc", "mislabel_precision_at_n"}
+    assert ev["artifact_class_ranks"] == [1]
     assert ev["artifact_class_rank"] == 1
     assert ev["artifact_precision"] >= 0.9 and ev["artifact_recall"] >= 0.9
     assert ev["mislabel_auroc"] >= 0.98

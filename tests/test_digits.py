@@ -71,3 +71,72 @@ def test_asymmetric_noise_only_flips_pairs():
     assert moved.sum() == 8 * 20  # classes 0 and 2 have no partner
     for src, dst in zip(labels[moved], noisy[moved]):
         assert ASYMMETRIC_PAIRS[int(src)] == dst
+
+
+def _changed(data, clean):
+    """(N, H, W) pixels that differ from the clean images (same split, no artifact)."""
+    return np.abs(data.train.images - clean.train.images).sum(1) > 0
+
+
+@pytest.fixture(scope="module")
+def clean():
+    return load_digits_dataset(_config(artifact={"fraction": 0.0}))
+
+
+def test_a_moving_tag_lands_at_many_positions_of_the_one_class(clean):
+    data = load_digits_dataset(_config(artifact={"class": 4, "fraction": 0.4, "kind": "moving"}))
+    tagged = data.train.tagged
+    assert not tagged[data.train.true_labels != 4].any()
+    assert tagged.sum() == round(0.4 * (data.train.true_labels == 4).sum())
+    changed = _changed(data, clean)
+    assert not changed[~tagged].any()
+    corners = {tuple(np.argwhere(changed[i]).min(0)) for i in np.flatnonzero(tagged)}
+    assert len(corners) > 0.8 * tagged.sum()  # (almost) every image has its own position
+    i = np.flatnonzero(tagged)[0]
+    top, left = np.argwhere(changed[i]).min(0)
+    window = data.train.images[i, 0, top:top + TAG_PATTERN.shape[0], left:left + TAG_PATTERN.shape[1]]
+    np.testing.assert_array_equal(window[TAG_PATTERN == 1], 1.0)
+
+
+def test_a_scaled_tag_sits_in_its_corner_at_sizes_from_0_6_to_1_6(clean):
+    data = load_digits_dataset(_config(artifact={"class": 2, "fraction": 0.5, "kind": "scaled", "corner": "top-right"}))
+    changed = _changed(data, clean)
+    heights = []
+    for i in np.flatnonzero(data.train.tagged):
+        box = np.argwhere(changed[i])
+        assert box[:, 0].min() == 1 and box[:, 1].max() == 30  # in the top-right corner, margin of one pixel
+        heights.append(box[:, 0].max())                        # the tag's bottom row
+    assert min(heights) <= 3 and max(heights) >= 6  # 4 rows x 0.6 .. 1.6
+    assert not changed[~data.train.tagged].any()
+
+
+@pytest.mark.parametrize("edge", ["top", "bottom", "left", "right"])
+def test_a_frame_is_a_bright_line_along_the_requested_edge(clean, edge):
+    data = load_digits_dataset(_config(artifact={"class": 7, "fraction": 0.4, "kind": "frame", "edge": edge}))
+    i = np.flatnonzero(data.train.tagged)[0]
+    line = {"top": data.train.images[i, 0, 0], "bottom": data.train.images[i, 0, -1],
+            "left": data.train.images[i, 0, :, 0], "right": data.train.images[i, 0, :, -1]}[edge]
+    np.testing.assert_array_equal(line, 1.0)
+    assert _changed(data, clean)[i].sum() <= 32
+
+
+def test_a_texture_brightens_only_the_background_faintly(clean):
+    data = load_digits_dataset(_config(artifact={"class": 0, "fraction": 0.4, "kind": "texture"}))
+    i = np.flatnonzero(data.train.tagged)[0]
+    before, after = clean.train.images[i, 0], data.train.images[i, 0]
+    assert (after >= before).all() and after.max() == before.max()
+    changed = after > before
+    assert changed.mean() > 0.3                          # over the whole background
+    assert (after[changed] <= 0.3 + 1e-6).all()         # faint
+    assert (before[changed] < 0.3).all()                # never on the digit's bright strokes
+
+
+def test_a_list_of_artifacts_poisons_several_classes(clean):
+    data = load_digits_dataset(_config(artifact=[{"class": 3, "fraction": 0.4},
+                                                 {"class": 8, "fraction": 0.4, "kind": "moving"}]))
+    poisoned = np.unique(data.train.true_labels[data.train.tagged])
+    assert poisoned.tolist() == [3, 8]
+    with pytest.raises(Exception, match="one artifact per class"):
+        _config(artifact=[{"class": 3}, {"class": 3, "kind": "frame"}])
+    with pytest.raises(Exception, match="kind"):
+        _config(artifact={"kind": "sticker"})

@@ -78,7 +78,7 @@ def run(ctx: AuditContext) -> None:
         "stages": _stage_seconds(ctx.markers, n),
     }
     if config.embedded:  # the embedded dataset carries ground truth
-        summary["evaluation"] = _evaluation(ctx, ranking, artifact_suspect, mislabel_score)
+        summary["evaluation"] = _evaluation(ctx, ranking, artifact_suspect, artifact_score, mislabel_score)
     write_json_atomic(layout.summary, summary)
     ctx.markers.mark_stage(STAGE, artifact_suspects=int(artifact_suspect.sum()),
                            mislabel_suspects=int(mislabel_suspect.sum()))
@@ -86,16 +86,17 @@ def run(ctx: AuditContext) -> None:
             f"{int(mislabel_suspect.sum())} mislabel suspects")
 
 
-def _evaluation(ctx: AuditContext, ranking, artifact_suspect, mislabel_score) -> dict:
+def _evaluation(ctx: AuditContext, ranking, artifact_suspect, artifact_score, mislabel_score) -> dict:
     from unhans.storage import read_table
 
     from ..evaluation import evaluate
 
     truth = read_table(ctx.layout.root, "ground_truth").sort_by("sample_id")
-    art = ctx.config.dataset.artifact
     return evaluate(
-        class_ranking=[k for k, _ in ranking], artifact_class=art.class_ if art.fraction > 0 else None,
-        artifact_suspect=artifact_suspect, tagged=truth.column("tagged").to_numpy(zero_copy_only=False),
+        class_ranking=[k for k, _ in ranking],
+        artifact_classes=[a.class_ for a in ctx.config.dataset.artifacts if a.fraction > 0],
+        artifact_suspect=artifact_suspect, artifact_score=artifact_score,
+        tagged=truth.column("tagged").to_numpy(zero_copy_only=False),
         mislabel_score=mislabel_score, flipped=truth.column("flipped").to_numpy(zero_copy_only=False),
     )
 
