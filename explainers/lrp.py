@@ -44,6 +44,20 @@ class _Prepared(NamedTuple):
     channels_last: bool  # run inputs channels-last
 
 
+def _concept_layer(model: nn.Module, layer: str | None) -> str | None:
+    """The module path of the concept layer: ``layer`` checked, or the last convolution for ``"auto"``."""
+    if layer is None:
+        return None
+    if layer == "auto":
+        convs = [path for path, m in model.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))]
+        return convs[-1] if convs else None
+    try:
+        model.get_submodule(layer)
+    except AttributeError:
+        raise ValueError(f"concept_layer={layer!r} is not a module of the model (see model.named_modules())") from None
+    return layer
+
+
 def _merged_copy(model: nn.Module, flow, pool_folds, sample: Tensor):
     """A copy of ``model`` with ``pool_folds`` merged and ``flow`` pointing into it, or ``None``.
 
@@ -99,6 +113,13 @@ class LRP:
     low, high, gamma:
         Input bounds of z^B and γ of the γ rule (``epsilon_gamma_box`` only).
 
+    concept_layer:
+        The hidden layer whose per-channel relevance :meth:`explain_with_concepts` returns (a
+        module path of ``model``, as in ``named_modules()``); ``"auto"``: the last convolution.
+        Relevance ``R_j = z_j · ∇̂_{z_j} f`` of its outputs, summed over positions, is one number
+        per channel (a "concept", CRP: Achtibat et al. 2023): where in the input a pattern sits
+        does not change it, only how much the model relies on that channel's pattern.
+
     Raises
     ------
     UnsupportedModelError
@@ -118,6 +139,7 @@ class LRP:
         low: float | Tensor | None = None,
         high: float | Tensor | None = None,
         gamma: float = 0.25,
+        concept_layer: str | None = "auto",
     ) -> None:
         if composite not in COMPOSITES:
             raise ValueError(f"composite={composite!r} is not one of {sorted(COMPOSITES)}")
@@ -131,6 +153,7 @@ class LRP:
         self.composite = composite
         self._rule_map: Composite = make_composite(composite, **options)
         check_supported(model)
+        self.concept_layer = _concept_layer(model, concept_layer)
         self._model = nn.Sequential(frozen_copy(model))  # a container, so the root can be replaced too
         # the LRP-ized model(s), built at the first call: per input shape (of one sample) when a
         # folded average pooling ties them to it, else under the key None (any shape)
@@ -208,12 +231,42 @@ class LRP:
         ``target`` is a (B,) tensor of classes or ``"predicted"`` (the argmax of the logits of
         this same forward pass); see :mod:`.explanation`.
         """
+        return self._run(x, target, concepts=False)[0]
+
+    def explain_with_concepts(self, x: Tensor, target: Tensor | str = PREDICTED) -> tuple[Explanation, Tensor]:
+        """:meth:`explain` and, from the same pass, the per-channel relevance ``(B, C)`` at
+        :attr:`concept_layer` (its outputs' relevance summed over positions)."""
+        if self.concept_layer is None:
+            raise ValueError("explain_with_concepts needs a concept_layer (this model has no convolution to default to)")
+        return self._run(x, target, concepts=True)
+
+    def _run(self, x: Tensor, target: Tensor | str, concepts: bool) -> tuple[Explanation, Tensor | None]:
         wanted = check_target(x, target)
         if x.shape[0] == 0:
             empty = torch.zeros(0, dtype=torch.long, device=x.device)
-            return Explanation(torch.zeros_like(x), x.new_zeros((0, 0)), empty if wanted is None else wanted)
+            return (Explanation(torch.zeros_like(x), x.new_zeros((0, 0)), empty if wanted is None else wanted),
+                    x.new_zeros((0, 0)) if concepts else None)
         prepared = self._prepared_for(x)
         model = prepared.copies.get(x)
+        captured: list[Tensor] = []
+        hook = None
+        if concepts:
+            caller = threading.get_ident()
+
+            def capture(_module, _inputs, output):  # only this call's forward (the copy may be shared by threads)
+                if threading.get_ident() == caller:
+                    captured.append(output)
+
+            hook = model.get_submodule(f"0.{self.concept_layer}").register_forward_hook(capture)
+        try:
+            return self._explain(x, wanted, prepared, model, captured if concepts else None)
+        finally:
+            if hook is not None:
+                hook.remove()
+
+    def _explain(self, x: Tensor, wanted, prepared: _Prepared, model: nn.Module,
+                 captured) -> tuple[Explanation, Tensor | None]:
+        layer_relevance = None
         with torch.inference_mode(False), torch.enable_grad():
             x_in = x.detach()
             if prepared.channels_last and x.ndim == 4 and x.device.type == "cpu":
@@ -224,8 +277,18 @@ class LRP:
             logits = model(x_in)
             chosen = resolve_target(logits, wanted)
             score = target_scores(logits, chosen).sum()
-            (grad,) = torch.autograd.grad(score, x_in, allow_unused=True, materialize_grads=True)
+            if captured is None:
+                (grad,) = torch.autograd.grad(score, x_in, allow_unused=True, materialize_grads=True)
+            else:
+                if len(captured) != 1:
+                    raise RuntimeError(f"concept_layer {self.concept_layer!r} ran {len(captured)} times in one "
+                                       "forward pass; choose a layer that runs once")
+                hidden = captured[0]
+                grad, hidden_grad = torch.autograd.grad(score, (x_in, hidden), allow_unused=True,
+                                                        materialize_grads=True)
+                layer_relevance = (hidden.detach() * hidden_grad).flatten(2).sum(2) if hidden.ndim > 2 else \
+                    hidden.detach() * hidden_grad
         relevance = grad if prepared.yields_relevance else x_in.detach() * grad
         if relevance.stride() != x.stride():
             relevance = torch.empty_like(x).copy_(relevance)
-        return Explanation(relevance, logits.detach(), chosen)
+        return Explanation(relevance, logits.detach(), chosen), layer_relevance

@@ -651,3 +651,43 @@ def test_pooling_merge_is_checked_and_skipped_when_the_forward_code_does_not_all
     assert list(explainer._prepared) == ([(3, 8, 8)] if reshape == "split" else [None])  # merged only where valid
     monkeypatch.setattr(lrp_module, "_FOLD_POOLS", False)
     assert relative_l2(merged, LRP(model)(x, t)) < 1e-5
+
+
+def _concept_net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1, bias=False),
+                         nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3, bias=False))
+
+
+def test_concept_relevance_sums_to_the_logit_and_leaves_the_heatmap_unchanged():
+    explainer = LRP(_concept_net(), zero_bias=True)
+    assert explainer.concept_layer == "2"  # the last convolution
+    x = torch.rand(5, 1, 8, 8)
+    with_concepts, concepts = explainer.explain_with_concepts(x)
+    plain = explainer.explain(x)
+    assert concepts.shape == (5, 6)
+    torch.testing.assert_close(with_concepts.relevance, plain.relevance)
+    logit = with_concepts.logits.gather(1, with_concepts.target[:, None]).squeeze(1)
+    # bias-free: the z+ layers below pass on exactly what the hidden layer holds; the ε of the
+    # linear layer above takes a share of order ε / |z| of the logit, nothing more
+    concept_sum, input_sum = concepts.sum(1), with_concepts.relevance.sum((1, 2, 3))
+    torch.testing.assert_close(concept_sum, input_sum, rtol=1e-3, atol=0.0)  # measured 1.1e-5 (AVX-512, AVX2)
+    torch.testing.assert_close(concept_sum, logit, rtol=0.05, atol=0.0)
+
+
+def test_concept_relevance_does_not_depend_on_where_the_pattern_sits():
+    explainer = LRP(_concept_net())
+    blob = torch.rand(3, 3)
+    x = torch.zeros(2, 1, 16, 16)
+    x[0, 0, 2:5, 3:6] = blob      # the same pattern at two places, away from the border
+    x[1, 0, 9:12, 10:13] = blob
+    ex, concepts = explainer.explain_with_concepts(x, torch.tensor([1, 1]))
+    torch.testing.assert_close(concepts[0], concepts[1], rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(ex.relevance[0], ex.relevance[1])  # while the heatmaps move with it
+
+
+def test_a_concept_layer_that_is_not_in_the_model_is_named():
+    with pytest.raises(ValueError, match="features.9"):
+        LRP(_concept_net(), concept_layer="features.9")
+    explainer = LRP(_concept_net(), concept_layer="0")
+    assert explainer.explain_with_concepts(torch.rand(2, 1, 8, 8))[1].shape == (2, 4)
