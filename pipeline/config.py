@@ -85,6 +85,8 @@ class ExplainConfig:
     batch_size: int = 128
     heatmap_dtype: Literal["float16", "float32"] = "float16"
     device: str = "auto"
+    concepts: bool = False          # LRP only: also store per-channel relevance at concept_layer (outputs table)
+    concept_layer: str = "auto"     # a module path of the model; auto = its last convolution
 
 
 @dataclass
@@ -326,6 +328,8 @@ def _validate_ranges(obj: Any, where: str) -> None:
         for key in ("shard_size", "batch_size"):
             if getattr(obj, key) < 1:
                 fail(key, f"must be at least 1, got {getattr(obj, key)}")
+        if obj.concepts and obj.method != "lrp":
+            fail("concepts", f"needs method lrp (concept relevance is LRP's), got method {obj.method}")
     elif isinstance(obj, ClusterConfig):
         for key in ("workers", "threads_per_worker"):
             if getattr(obj, key) < 1:

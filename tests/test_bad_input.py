@@ -298,3 +298,28 @@ def test_image_folder_with_three_corrupt_jpegs_quarantines_exactly_those(tmp_pat
     again = subprocess.run(command + [str(tmp_path / "cfg.yaml"), "--allow-quarantine"], capture_output=True,
                            text=True, timeout=300)
     assert again.returncode == 0, again.stderr
+
+
+def test_concept_relevance_is_stored_per_sample_and_zero_where_quarantined(arrays):
+    import torch
+
+    from unhans.explainers import LRP
+    from unhans.pipeline.model_loading import build_model
+
+    x = np.load(arrays / "x.npy")
+    x[2, 0, 0, 0] = np.nan
+    np.save(arrays / "bad.npy", x)
+    model = ModelConfig(factory=FACTORY, checkpoint=str(arrays / "model.pt"), kwargs={"in_channels": 3})
+    job = ExplainJob(run_dir=str(arrays), input=InputConfig(kind="npy", path=str(arrays / "bad.npy"),
+                                                            labels_path=str(arrays / "y.npy")),
+                     model=model, explain=ExplainConfig(device="cpu", concepts=True, batch_size=3))
+    _, rows, outputs = explain_range(LoadedJob(job), 0, 6)
+    stored = np.asarray(outputs.column("concepts").to_pylist(), np.float32)
+    explainer = LRP(build_model(model, "cpu"))
+    ok = [0, 1, 3, 4, 5]
+    _, expected = explainer.explain_with_concepts(torch.from_numpy(x[ok]).float(), "predicted")
+    np.testing.assert_allclose(stored[ok], expected.numpy(), rtol=1e-4, atol=1e-6)
+    assert not stored[2].any() and rows.column("status").to_pylist()[2] == "quarantined"
+    with pytest.raises(Exception, match="concepts"):
+        from unhans.pipeline.config import from_dict
+        from_dict({"explain": {"method": "gradient", "concepts": True}})

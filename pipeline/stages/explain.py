@@ -67,7 +67,7 @@ def build_explainer(model, explain: ExplainConfig):
     """The configured explainer (:mod:`unhans.explainers.registry`); LRP gets the composite."""
     from unhans.explainers.registry import make_explainer
 
-    options = {"composite": explain.composite} if explain.method == "lrp" else {}
+    options = {"composite": explain.composite, "concept_layer": explain.concept_layer} if explain.method == "lrp" else {}
     return make_explainer(model, explain.method, **options)
 
 
@@ -126,6 +126,13 @@ class LoadedJob:
         self.explainer = build_explainer(self.model, job.explain)
         self.features = FeatureProbe(self.model) if job.record_features else None
         self._num_classes: int | None = None
+        self._num_concepts: int | None = None
+
+    def num_concepts(self, x) -> int:
+        """Channels of the concept layer, from one explanation of one sample the first time."""
+        if self._num_concepts is None:
+            self._num_concepts = int(self.explainer.explain_with_concepts(x[:1], "predicted")[1].shape[1])
+        return self._num_concepts
 
     def num_classes(self, x) -> int:
         """The model's number of outputs, from one forward pass of one sample the first time."""
@@ -168,16 +175,19 @@ def _quarantine(status: list[str], errors: list[str], index: int, reason: str) -
         status[index], errors[index] = "quarantined", reason
 
 
-def _outputs(ids, logits, features):
-    """The unit's part of the ``outputs`` table: full logits and (optional) penultimate features."""
+def _outputs(ids, logits, features, concepts=None):
+    """The unit's part of the ``outputs`` table: full logits, (optional) penultimate features and
+    (optional) concept relevance (per channel of ``explain.concept_layer``, 0 for quarantined rows)."""
     import pyarrow as pa
 
-    columns = {"sample_id": pa.array(ids, pa.int64()),
-               "logits": pa.FixedSizeListArray.from_arrays(pa.array(logits.numpy().ravel(), pa.float32()),
-                                                           logits.shape[1])}
+    def matrix(values):
+        return pa.FixedSizeListArray.from_arrays(pa.array(values.numpy().ravel(), pa.float32()), values.shape[1])
+
+    columns = {"sample_id": pa.array(ids, pa.int64()), "logits": matrix(logits)}
     if features is not None:
-        columns["features"] = pa.FixedSizeListArray.from_arrays(
-            pa.array(features.numpy().ravel(), pa.float32()), features.shape[1])
+        columns["features"] = matrix(features)
+    if concepts is not None:
+        columns["concepts"] = matrix(concepts)
     return pa.table(columns)
 
 
@@ -194,7 +204,7 @@ def explain_range(loaded: LoadedJob, start: int, stop: int):
     status, errors = list(batch.status), list(batch.errors)
     x_all = torch.from_numpy(batch.images)
     heatmaps = np.zeros(batch.images.shape, dtype=np.float32)
-    logit_chunks, target_chunks, feature_chunks = [], [], []
+    logit_chunks, target_chunks, feature_chunks, concept_chunks = [], [], [], []
     for b in range(0, n, job.batch_size):
         sl = slice(b, min(b + job.batch_size, n))
         x = x_all[sl].to(loaded.device)
@@ -207,12 +217,17 @@ def explain_range(loaded: LoadedJob, start: int, stop: int):
         good = np.array([s == "ok" for s in status[sl]])
         logits = torch.zeros((len(good), num_classes), dtype=torch.float32)
         target = torch.zeros(len(good), dtype=torch.long)
+        concepts = torch.zeros((len(good), loaded.num_concepts(x)), dtype=torch.float32) if job.concepts else None
         if good.any():  # one forward + backward gives logits, predicted class and relevance
             mask = torch.from_numpy(good).to(loaded.device)
             wanted = "predicted"
             if job.target == "label":
                 wanted = torch.from_numpy(batch.labels[sl][good].astype(np.int64)).to(loaded.device)
-            explained = loaded.explainer.explain(x[mask], wanted)
+            if job.concepts:
+                explained, channel_relevance = loaded.explainer.explain_with_concepts(x[mask], wanted)
+                concepts[good] = torch.nan_to_num(channel_relevance.float().cpu())
+            else:
+                explained = loaded.explainer.explain(x[mask], wanted)
             logits[good] = explained.logits.float().cpu()
             target[good] = explained.target.cpu()
             relevance = explained.relevance.detach().float().cpu().numpy()
@@ -236,6 +251,8 @@ def explain_range(loaded: LoadedJob, start: int, stop: int):
         target_chunks.append(target)
         if loaded.features is not None:
             feature_chunks.append(loaded.features(x))
+        if concepts is not None:
+            concept_chunks.append(concepts)
     quarantined = np.array([s != "ok" for s in status])
     heatmaps[quarantined] = 0.0
     logits_all, targets = torch.cat(logit_chunks), torch.cat(target_chunks)
@@ -245,7 +262,10 @@ def explain_range(loaded: LoadedJob, start: int, stop: int):
     features = None
     if feature_chunks and feature_chunks[0] is not None:
         features = torch.nan_to_num(torch.cat(feature_chunks))
-    return stored.astype(job.heatmap_dtype), rows, _outputs(ids, logits_all, features)
+    concepts_all = torch.cat(concept_chunks) if concept_chunks else None
+    if concepts_all is not None:
+        concepts_all[torch.from_numpy(quarantined)] = 0.0
+    return stored.astype(job.heatmap_dtype), rows, _outputs(ids, logits_all, features, concepts_all)
 
 
 def explain_unit(key: str, unit: int, start: int, stop: int) -> dict:
