@@ -10,7 +10,10 @@ explain stage, SpRAy, flags; UMAP maps off for speed).
 A scenario passes in a seed when every poisoned class ranks within the top (number of poisoned
 classes) of the Clever-Hans ranking, artifact precision and recall are >= 0.9 and the per-sample
 artifact score ranks the tagged samples with AUROC >= 0.95; a control passes when nothing is
-flagged. The table printed is today's detector, pixel-space SpRAy of the input heatmaps.
+flagged. The table printed is today's detector, pixel-space SpRAy of the input heatmaps; its
+``use`` column is how much the trained model takes each shortcut (``evaluation.artifact_use``:
+the artifact pasted into 200 other-class images, the change in the fraction predicted as the
+poisoned class). A shortcut the model does not take cannot be found by explaining it.
 
     python benchmarks/artifact_suite.py                          # all scenarios, seeds 0-4
     python benchmarks/artifact_suite.py --scenarios moving control --seeds 0 1
@@ -56,7 +59,8 @@ def main() -> None:
 
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="unhans-artifacts-"))
     print("pixel-space detection (SpRAy of the input heatmaps, today's detector)")
-    print(f"{'scenario':12s} seed {'ranks':>8s} {'precision':>9s} {'recall':>7s} {'auroc':>6s} {'ap':>6s}  flagged  seconds")
+    print(f"{'scenario':12s} seed {'ranks':>8s} {'precision':>9s} {'recall':>7s} {'auroc':>6s} {'ap':>6s} "
+          f"{'use':>12s}  flagged  seconds")
     result, worst = {}, {}
     for name in args.scenarios:
         ok = 0
@@ -78,7 +82,8 @@ def main() -> None:
                 return "n/a" if v is None else f"{v:.3f}"
 
             print(f"{name:12s} {seed:4d} {str(ev['artifact_class_ranks']):>8s} {f(ev['artifact_precision']):>9s} "
-                  f"{f(ev['artifact_recall']):>7s} {f(ev['artifact_score_auroc']):>6s} {f(ev['artifact_score_ap']):>6s}  "
+                  f"{f(ev['artifact_recall']):>7s} {f(ev['artifact_score_auroc']):>6s} {f(ev['artifact_score_ap']):>6s} "
+                  f"{','.join(f'{u:.2f}' for u in ev['artifact_use']):>12s}  "
                   f"{str(flagged):7s} {seconds:7.1f}  {'pass' if good else 'FAIL'}", flush=True)
         result["controls" if name == "control" else name] = f"{ok}/{len(args.seeds)}"
     if not args.keep:

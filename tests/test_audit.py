@@ -49,8 +49,11 @@ def test_default_config_finds_the_tag_and_the_flipped_labels(audit):
     _, summary = audit
     ev = summary["evaluation"]
     assert set(ev) == {"artifact_class_rank", "artifact_class_ranks", "artifact_precision", "artifact_recall",
-                       "artifact_score_auroc", "artifact_score_ap", "mislabel_auroc", "mislabel_precision_at_n"}
+                       "artifact_score_auroc", "artifact_score_ap", "artifact_use", "mislabel_auroc",
+                       "mislabel_precision_at_n"}
     assert ev["artifact_class_ranks"] == [1]
+    # the model takes the shortcut: pasting the tag into other classes' images turns some into 3s (0.115 here)
+    assert len(ev["artifact_use"]) == 1 and ev["artifact_use"][0] > 0.03
     assert ev["artifact_class_rank"] == 1
     assert ev["artifact_precision"] >= 0.9 and ev["artifact_recall"] >= 0.9
     assert ev["mislabel_auroc"] >= 0.98

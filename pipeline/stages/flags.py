@@ -92,13 +92,35 @@ def _evaluation(ctx: AuditContext, ranking, artifact_suspect, artifact_score, mi
     from ..evaluation import evaluate
 
     truth = read_table(ctx.layout.root, "ground_truth").sort_by("sample_id")
+    tagged = truth.column("tagged").to_numpy(zero_copy_only=False)
+    flipped = truth.column("flipped").to_numpy(zero_copy_only=False)
+    planted = [a for a in ctx.config.dataset.artifacts if a.fraction > 0]
+    use = _artifact_use(ctx, planted, tagged | flipped) if planted else []
     return evaluate(
-        class_ranking=[k for k, _ in ranking],
-        artifact_classes=[a.class_ for a in ctx.config.dataset.artifacts if a.fraction > 0],
+        class_ranking=[k for k, _ in ranking], artifact_use=use,
+        artifact_classes=[a.class_ for a in planted],
         artifact_suspect=artifact_suspect, artifact_score=artifact_score,
         tagged=truth.column("tagged").to_numpy(zero_copy_only=False),
         mislabel_score=mislabel_score, flipped=truth.column("flipped").to_numpy(zero_copy_only=False),
     )
+
+
+def _artifact_use(ctx: AuditContext, planted, excluded) -> list[float]:
+    """The trained model's use of each planted artifact (:func:`..evaluation.artifact_use`), on the CPU."""
+    import torch
+
+    from ..evaluation import artifact_use
+    from ..model_loading import build_model
+
+    model = build_model(ctx.model_spec(), "cpu")
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(x)).argmax(1).numpy()
+
+    images = np.load(ctx.layout.embedded_images, mmap_mode="r")
+    labels = np.load(ctx.layout.embedded_labels)
+    return artifact_use(predict, images, labels, excluded, planted, seed=ctx.config.dataset.seed)
 
 
 def _stage_seconds(markers, num_samples: int) -> dict:
