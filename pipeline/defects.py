@@ -86,14 +86,6 @@ def plant_artifact(
     return tagged
 
 
-def stamp_artifact(
-    images: np.ndarray, labels: np.ndarray, artifact_class: int, fraction: float, corner: str,
-    rng: np.random.Generator,
-) -> np.ndarray:
-    """Stamp the tag into ``fraction`` of the images of ``artifact_class`` (in place): the ``stamp`` kind."""
-    return plant_artifact(images, labels, artifact_class, fraction, rng, kind="stamp", corner=corner)
-
-
 def _resized_tag(factor: float, max_height: int, max_width: int) -> np.ndarray:
     """:data:`TAG_PATTERN` resized by ``factor`` (nearest neighbour), at least 2 x 2, at most the image."""
     th, tw = TAG_PATTERN.shape

@@ -49,8 +49,12 @@ class Relevance:
         """Relevance of one sample, float32 (*sample_shape)."""
         return self._scaled(self.array[sample_id:sample_id + 1], slice(sample_id, sample_id + 1))[0]
 
-    def shards(self) -> Iterator[tuple[int, int, np.ndarray]]:
-        """(start, stop, relevance) for every shard, in order."""
-        for start in range(0, len(self), self.shard):
-            stop = min(start + self.shard, len(self))
-            yield start, stop, self._scaled(self.array[start:stop], slice(start, stop))
+    def shards(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, int, np.ndarray]]:
+        """(start, stop, relevance) for every shard of samples [start, stop), in order (``start``
+        on a shard boundary: each block is one whole shard, or the end of the range)."""
+        end = len(self) if stop is None else min(stop, len(self))
+        if start % self.shard:
+            raise ValueError(f"start={start} is not on a shard boundary (shards of {self.shard} samples)")
+        for first in range(start, end, self.shard):
+            last = min(first + self.shard, end)
+            yield first, last, self._scaled(self.array[first:last], slice(first, last))

@@ -32,16 +32,21 @@ def write_table(run_dir: Path, name: str, table) -> Path:
     return write_part(run_dir, name, 0, table)
 
 
+def _parts(run_dir: Path, name: str) -> list[Path]:
+    """The part files of table ``name`` in unit order; FileNotFoundError when it has none."""
+    directory = table_dir(run_dir, name)
+    parts = sorted(directory.glob("part-*.parquet"))
+    if not parts:
+        raise FileNotFoundError(f"table {name!r} has no parts in {directory}")
+    return parts
+
+
 def read_table(run_dir: Path, name: str, columns: list[str] | None = None):
     """All parts of table ``name`` as one pyarrow Table (parts in unit order)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    directory = table_dir(run_dir, name)
-    parts = sorted(directory.glob("part-*.parquet"))
-    if not parts:
-        raise FileNotFoundError(f"table {name!r} has no parts in {directory}")
-    return pa.concat_tables([pq.read_table(p, columns=columns) for p in parts])
+    return pa.concat_tables([pq.read_table(p, columns=columns) for p in _parts(run_dir, name)])
 
 
 def iter_table_batches(run_dir: Path, name: str, columns: list[str], rows: int = 8192):
@@ -49,11 +54,7 @@ def iter_table_batches(run_dir: Path, name: str, columns: list[str], rows: int =
     columns too large to hold for every sample at once (the ``outputs`` table's logits)."""
     import pyarrow.parquet as pq
 
-    directory = table_dir(run_dir, name)
-    parts = sorted(directory.glob("part-*.parquet"))
-    if not parts:
-        raise FileNotFoundError(f"table {name!r} has no parts in {directory}")
-    for part in parts:
+    for part in _parts(run_dir, name):
         yield from pq.ParquetFile(part).iter_batches(batch_size=rows, columns=columns)
 
 
@@ -61,10 +62,7 @@ def table_columns(run_dir: Path, name: str) -> list[str]:
     """Column names of table ``name`` (from its first part's schema; every part has the same)."""
     import pyarrow.parquet as pq
 
-    parts = sorted(table_dir(run_dir, name).glob("part-*.parquet"))
-    if not parts:
-        raise FileNotFoundError(f"table {name!r} has no parts in {table_dir(run_dir, name)}")
-    return list(pq.read_schema(parts[0]).names)
+    return list(pq.read_schema(_parts(run_dir, name)[0]).names)
 
 
 def has_table(run_dir: Path, name: str) -> bool:

@@ -87,6 +87,11 @@ def test_relevance_reader_applies_each_samples_scale(tmp_path):
     pieces = [(start, stop, maps) for start, stop, maps in reader.shards()]
     assert [(a, b) for a, b, _ in pieces] == [(0, 4), (4, 8), (8, 10)]
     np.testing.assert_allclose(np.concatenate([m for *_, m in pieces]), relevance, rtol=1e-5)
+    ranged = list(reader.shards(4, 9))  # a range of whole shards, cut at its end
+    assert [(a, b) for a, b, _ in ranged] == [(4, 8), (8, 9)]
+    np.testing.assert_allclose(np.concatenate([m for *_, m in ranged]), relevance[4:9], rtol=1e-5)
+    with pytest.raises(ValueError, match="shard boundary"):
+        next(reader.shards(3, 9))
 
 
 def test_the_layout_names_every_file_the_stages_write(tmp_path):

@@ -43,6 +43,7 @@ def write_report(run: Path, images, *, mean=None, std=None, top_k: int = DEFAULT
     (:class:`unhans.pipeline.sources.SampleImages`); ``mean``/``std``: the input normalization;
     ``top_k``: how many classes get the detailed section.
     """
+    from unhans.storage import RunLayout
     from unhans.storage.atomic import write_bytes_atomic
 
     data = ReportData.load(Path(run))
@@ -72,7 +73,7 @@ def write_report(run: Path, images, *, mean=None, std=None, top_k: int = DEFAULT
     out.append(f"<h2>Configuration</h2><pre>{e(json.dumps(data.summary['config'], indent=2))}</pre>")
     out.append(f"<p class='muted'>versions: {e(json.dumps(data.summary.get('versions', {})))}</p>")
     out.append(f"<script>{SORT_SCRIPT}</script></body></html>")
-    path = data.run / "report.html"
+    path = RunLayout(data.run).report
     write_bytes_atomic(path, "".join(out).encode())
     return path
 

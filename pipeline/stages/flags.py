@@ -99,9 +99,8 @@ def _evaluation(ctx: AuditContext, ranking, artifact_suspect, artifact_score, mi
     return evaluate(
         class_ranking=[k for k, _ in ranking], artifact_use=use,
         artifact_classes=[a.class_ for a in planted],
-        artifact_suspect=artifact_suspect, artifact_score=artifact_score,
-        tagged=truth.column("tagged").to_numpy(zero_copy_only=False),
-        mislabel_score=mislabel_score, flipped=truth.column("flipped").to_numpy(zero_copy_only=False),
+        artifact_suspect=artifact_suspect, artifact_score=artifact_score, tagged=tagged,
+        mislabel_score=mislabel_score, flipped=flipped,
     )
 
 

@@ -88,16 +88,15 @@ def run(ctx: AuditContext) -> None:
 
 
 class _Plan:
-    """What the client knows per sample: explained class (-1: none), heatmap scale, key, mislabel flag."""
+    """What the client knows per sample: explained class (-1: none), key, mislabel flag."""
 
     def __init__(self, ctx: AuditContext):
         from unhans.storage import open_heatmap_array, read_table
 
         root = ctx.layout.root
-        samples = read_table(root, "samples", columns=["sample_id", "key", "target", "scale", "status"]).sort_by("sample_id")
+        samples = read_table(root, "samples", columns=["sample_id", "key", "target", "status"]).sort_by("sample_id")
         ok = np.asarray(samples.column("status").to_pylist()) == "ok"
         self.target = np.where(ok, samples.column("target").to_numpy(), -1).astype(np.int64)
-        self.scale = samples.column("scale").to_numpy().astype(np.float32)
         self.keys = samples.column("key").to_pylist()
         dynamics = read_table(root, "dynamics", columns=["sample_id", "mislabel_suspect"]).sort_by("sample_id")
         self.mislabel = np.asarray(dynamics.column("mislabel_suspect").to_numpy(zero_copy_only=False), np.float64)
@@ -179,8 +178,7 @@ def _regroup(ctx: AuditContext, client, key: str, plan: _Plan) -> np.ndarray:
             with np.load(ctx.layout.class_maps_part(part)[1]) as index:
                 sums[part] = index["share_sum"]
         else:
-            futures[part] = client.submit(regroup, key, part, s, e, plan.scale[s:e], plan.target[s:e],
-                                          pure=False, retries=3)
+            futures[part] = client.submit(regroup, key, part, s, e, plan.target[s:e], pure=False, retries=3)
     sums.update(zip(futures, client.gather(list(futures.values()))))
     return np.sum([sums[p] for p in sorted(sums)], axis=0, dtype=np.float64)  # part order: same bits on a rerun
 

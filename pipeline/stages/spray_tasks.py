@@ -52,6 +52,15 @@ class _Loaded:
         self.images = SampleImages(open_source(job.input, RunLayout(job.run_dir).image_index))
         self._predict = None
         self._class_maps = None
+        self._relevance = None
+
+    def relevance(self):
+        """The run's relevance (heatmaps with their scales applied), opened on first use."""
+        if self._relevance is None:
+            from unhans.storage import Relevance
+
+            self._relevance = Relevance(self.job.run_dir)
+        return self._relevance
 
     def class_maps(self):
         """The class-grouped maps (opened on first use: after every part is written)."""
@@ -102,31 +111,30 @@ def _loaded(job_key: str) -> _Loaded:
     return get_worker().plugins[f"unhans-spray-{job_key}"].loaded
 
 
-def regroup(job_key: str, part: int, start: int, stop: int, scale: np.ndarray, target: np.ndarray) -> np.ndarray:
+def regroup(job_key: str, part: int, start: int, stop: int, target: np.ndarray) -> np.ndarray:
     """Write samples [start, stop) that have a class as one part of the class-grouped maps
     (:mod:`unhans.storage.class_maps`), shard by shard; return the sum of their relevance-share
     maps (H, W), which the part's index keeps too (a rerun reads it from there)."""
     from unhans.spray import relevance_shares
-    from unhans.storage import open_heatmap_array, write_class_maps_part
+    from unhans.storage import write_class_maps_part
 
     loaded = _loaded(job_key)
-    array = open_heatmap_array(Path(loaded.job.run_dir))
-    step = int(array.shards[0]) if array.shards else int(array.chunks[0])
-    ok = np.flatnonzero(target >= 0)
-    maps = np.empty((len(ok),) + tuple(array.shape[-2:]), np.float32)
-    total = np.zeros(array.shape[-2:])
+    relevance = loaded.relevance()
+    ok = target >= 0
+    maps = np.empty((int(ok.sum()),) + tuple(relevance.array.shape[-2:]), np.float32)
+    total = np.zeros(relevance.array.shape[-2:])
     filled = 0
-    for s in range(start, stop, step):
-        rows = ok[(ok >= s - start) & (ok < min(s + step, stop) - start)]
-        if not len(rows):
+    for first, last, block in relevance.shards(start, stop):
+        keep = ok[first - start:last - start]
+        if not keep.any():
             continue
-        stored = np.asarray(array[s:min(s + step, stop)], np.float32)[rows - (s - start)]
-        block = stored * scale[rows].reshape((-1,) + (1,) * (stored.ndim - 1))
-        block = block.sum(axis=1) if block.ndim == 4 else block
-        maps[filled:filled + len(rows)] = block
+        block = block[keep]
+        block = block.sum(axis=1) if block.ndim == 4 else block  # channels summed
+        maps[filled:filled + len(block)] = block
         total += relevance_shares(block).sum(0)
-        filled += len(rows)
-    write_class_maps_part(loaded.job.run_dir, part, ok + start, target[ok], maps, share_sum=total)
+        filled += len(block)
+    ids = np.flatnonzero(ok) + start
+    write_class_maps_part(loaded.job.run_dir, part, ids, target[ok], maps, share_sum=total)
     return total
 
 
