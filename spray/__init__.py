@@ -5,15 +5,17 @@ from .clever_hans import (
     ClusterEvidence, class_evidence, flag_classes, pattern_carriers, rank_classes, relevance_shares, sample_artifact_scores,
     sample_window_share,
 )
-from .counterfactual import Confirmation, confirm_candidate
+from .counterfactual import Confirmation, confirm_candidate, confirm_recurring
 from .embedding_map import umap_map
 from .graph import KnnGraph, knn_graph
 from .label_quality import LabelQuality, label_quality_from_blocks, label_quality_from_model
 from .pooling import pool_by_group, region_relevance
 from .preprocessing import normalize_features, pool_heatmaps
+from .recurring_patterns import recurring_distances, recurring_evidence, recurring_scores
 
 __all__ = [
-    "ClusterEvidence", "Confirmation", "GroupAnalysis", "LabelQuality", "label_quality_from_blocks", "label_quality_from_model", "confirm_candidate", "KnnGraph", "analyze_group", "class_evidence", "flag_classes", "knn_graph",
-    "normalize_features", "pattern_carriers", "pool_by_group", "pool_heatmaps", "rank_classes", "region_relevance", "relevance_shares",
+    "ClusterEvidence", "Confirmation", "GroupAnalysis", "LabelQuality", "label_quality_from_blocks", "label_quality_from_model", "confirm_candidate", "confirm_recurring", "KnnGraph", "analyze_group", "class_evidence", "flag_classes", "knn_graph",
+    "normalize_features", "pattern_carriers", "pool_by_group", "pool_heatmaps", "rank_classes", "recurring_distances", "recurring_evidence",
+    "recurring_scores", "region_relevance", "relevance_shares",
     "sample_artifact_scores", "sample_window_share", "umap_map",
 ]

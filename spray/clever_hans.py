@@ -87,19 +87,26 @@ class ClusterEvidence:
     other_members: list[int] = field(default_factory=list, repr=False)  # carriers predicted as other classes
     pattern: list = field(default_factory=list, repr=False)         # median input (C, w, w) in the window
     pattern_weights: list = field(default_factory=list, repr=False)  # constancy-weighted relevance (w, w)
+    placement: str = "fixed"        # fixed: the pattern sits in ``window``; recurring: anywhere (see .recurring_patterns)
+    search_factor: int = 1          # recurring: inputs were area-averaged by this factor for the search
+    other_rate: float = 0.0         # recurring: fraction of other classes' reference inputs carrying the pattern
+    separation: float = 0.0         # recurring: log10 gap between members' and the rest's distances to it, in [0, 1]
+    positions: list = field(default_factory=list, repr=False)  # recurring: each member's pattern position (row, col)
+
+    _PER_SAMPLE = ("members", "carriers", "other_members", "pattern", "pattern_weights", "positions")
 
     def to_dict(self, with_members: bool = False) -> dict:
         out = asdict(self)
         out["window"] = list(self.window)
         if not with_members:
-            for key in ("members", "carriers", "other_members", "pattern", "pattern_weights"):
+            for key in self._PER_SAMPLE:
                 out.pop(key)
         return out
 
     @classmethod
     def from_dict(cls, data: dict) -> "ClusterEvidence":
         """The inverse of ``to_dict(with_members=True)``; a stored ``confirmation`` is left out."""
-        return cls(**{k: v for k, v in data.items() if k not in ("confirmation", "window")},
+        return cls(**{k: v for k, v in data.items() if k not in ("confirmation", "window", "other_scores")},
                    window=tuple(data["window"]))
 
 

@@ -41,6 +41,11 @@ def run(ctx: AuditContext) -> None:
     for e in flagged:
         artifact_suspect[e.carriers] = True
         artifact_suspect[e.other_members] = True
+    for c in candidates:  # samples of other classes carrying a searched recurring pattern: scored against it
+        other_scores = c["candidate"].get("other_scores") or []
+        ids = np.asarray(c["candidate"].get("other_members") or [], np.int64)[:len(other_scores)]
+        if len(ids):
+            artifact_score[ids] = np.maximum(artifact_score[ids], other_scores)
     ctx.write_table(STAGE, pa.table({
         "sample_id": pa.array(np.arange(n), pa.int64()),
         "artifact_score": pa.array(artifact_score, pa.float32()),

@@ -7,7 +7,8 @@ The client only plans and gathers small summaries (:mod:`.spray_tasks` does the 
    classes" baseline of the Clever-Hans evidence): one (H, W) map each. In a shuffled dataset a
    class sits in every shard; without this pass every class would read the whole store;
 2. one task per class reads only that class's rows of the grouped maps, runs SpRAy (pooled, normalized heatmaps
-   → kNN graph → spectral embedding, eigengap clustering, UMAP map) and the Clever-Hans evidence,
+   → kNN graph → spectral embedding, eigengap clustering, UMAP map) and the Clever-Hans evidence
+   (a fixed-window candidate from the SpRAy clusters and a recurring-pattern candidate found anywhere),
    writes its part of the ``spray`` table, its cluster means and its marker, and returns its
    summary; a rerun skips classes with a marker (their summary is in the marker);
 3. the best candidates get a counterfactual confirmation, one task each;
@@ -32,6 +33,7 @@ CONFIRM_TOP = 3  # candidates (best scores first) checked by counterfactual past
 PART_BYTES = 128 << 20  # class-grouped maps per regroup task (float32 H x W per sample)
 MIN_PARTS = 8  # small runs still spread the regroup pass over the workers
 PIXEL_STD_SAMPLES = 5000
+REFERENCE_SAMPLES = 256  # evenly spaced inputs of all classes: the recurring search's "other classes" sample
 
 
 def run(ctx: AuditContext) -> None:
@@ -65,15 +67,18 @@ def run(ctx: AuditContext) -> None:
         phases["confirm"] = time.perf_counter() - mark
         mark = time.perf_counter()
         searched = [c for c in candidates if c["score"] >= FLAG_SCORE]
-        carriers = {c["class_id"]: [] for c in candidates}
+        carriers = {c["class_id"]: {} for c in candidates}
         if searched:
             futures = [client.submit(find_carriers, key, s, e, plan.target[s:e], searched, pure=False, retries=3)
                        for s, e in plan.shards()]
             for found in client.gather(futures):
-                for class_id, ids in found.items():
-                    carriers[class_id].extend(ids)
+                for class_id, (ids, scores) in found.items():
+                    carriers[class_id].update(zip(ids, scores or [None] * len(ids)))
         for candidate in candidates:
-            candidate["other_members"] = sorted(carriers[candidate["class_id"]])
+            found = carriers[candidate["class_id"]]
+            candidate["other_members"] = sorted(found)
+            if candidate.get("placement") == "recurring":  # their artifact score against this pattern (flags stage)
+                candidate["other_scores"] = [found[i] for i in candidate["other_members"]]
         phases["carriers"] = time.perf_counter() - mark
     finally:
         client.unregister_worker_plugin(plugin_name(job))
@@ -150,12 +155,14 @@ def _class_summaries(ctx: AuditContext, client, key: str, plan: _Plan, phases: d
         share_total = client.scatter(share_total, broadcast=True)
         order = np.argsort(plan.target, kind="stable")
         bounds = np.searchsorted(plan.target[order], [todo, np.add(todo, 1)])
+        classified = np.flatnonzero(plan.target >= 0)
+        reference = client.scatter(classified[:: max(1, len(classified) // REFERENCE_SAMPLES)], broadcast=True)
         futures = []
         for c, lo, hi in zip(todo, *bounds):
             idx = order[lo:hi]
             futures.append(client.submit(
                 analyze_class, key, c, idx, [plan.keys[i] for i in idx], plan.mislabel[idx],
-                share_total, total_ok - len(idx), pure=False, retries=3, key=f"spray-{key}-{c}"))
+                share_total, total_ok - len(idx), reference, pure=False, retries=3, key=f"spray-{key}-{c}"))
         with tqdm(total=len(plan.classes), initial=len(plan.classes) - len(todo), desc="spray", unit="class",
                   disable=ctx.quiet, leave=False) as bar:
             for future in as_completed(futures):
@@ -195,5 +202,6 @@ def _write_unassigned(ctx: AuditContext, plan: _Plan) -> None:
         "sample_id": pa.array(idx, pa.int64()), "key": pa.array([plan.keys[i] for i in idx], pa.string()),
         "class_id": pa.array(np.full(n, -1), pa.int64()), "cluster": pa.array(np.full(n, -1), pa.int64()),
         "candidate_member": pa.array(np.zeros(n, bool)), "artifact_score": pa.array(np.zeros(n), pa.float32()),
+        "pixel_artifact_score": pa.array(np.zeros(n), pa.float32()),
         "umap_x": pa.array(np.full(n, np.nan), pa.float32()), "umap_y": pa.array(np.full(n, np.nan), pa.float32()),
     }))

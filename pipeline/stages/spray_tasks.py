@@ -139,17 +139,24 @@ def regroup(job_key: str, part: int, start: int, stop: int, target: np.ndarray) 
 
 
 def analyze_class(job_key: str, class_id: int, idx: np.ndarray, keys: list[str],
-                  mislabel_flags: np.ndarray, share_total: np.ndarray, others: int) -> dict:
+                  mislabel_flags: np.ndarray, share_total: np.ndarray, others: int, reference: np.ndarray) -> dict:
     """SpRAy and Clever-Hans evidence of one class; writes its table part, means and marker; returns its summary.
 
     idx: the class's sample ids (sorted); its maps come from the class-grouped parts
     (:func:`regroup`); share_total: the summed share maps of every sample with a class;
-    others: how many of those are not in this class.
+    others: how many of those are not in this class; reference: ids of an evenly spaced sample
+    of all classified samples (those of other classes are the recurring search's reference).
+
+    Two detectors run: the fixed-window one on the SpRAy clusters (:func:`unhans.spray.class_evidence`)
+    and the recurring-pattern one (:func:`unhans.spray.recurring_evidence`); the class's candidate
+    is the higher-scoring of the two (both flag at 1.0), the fixed-window one is kept beside it
+    (``pixel_candidate``, column ``pixel_artifact_score``) so the two can be compared.
     """
     import pyarrow as pa
 
     from unhans.spray import (analyze_group, class_evidence, normalize_features, pool_by_group, pool_heatmaps,
-                              region_relevance, relevance_shares, sample_artifact_scores, umap_map)
+                              recurring_evidence, recurring_scores, region_relevance, relevance_shares,
+                              sample_artifact_scores, umap_map)
     from unhans.storage import Markers, write_class_means, write_part
 
     loaded = _loaded(job_key)
@@ -167,17 +174,28 @@ def analyze_class(job_key: str, class_id: int, idx: np.ndarray, keys: list[str],
         umap_xy[:] = umap_map(features, analysis.graph, seed=cfg.seed, spectral=analysis.embedding)
     other_mean = (share_total - shares.sum(0)) / max(others, 1)
     class_images = np.asarray(loaded.images[idx], dtype=np.float32)
-    evidence = class_evidence(shares, class_images, analysis.by_resolution, int(class_id), other_mean_share=other_mean,
-                              pixel_std=job.pixel_std, window=job.window, mislabel_flags=mislabel_flags)
+    fixed = class_evidence(shares, class_images, analysis.by_resolution, int(class_id), other_mean_share=other_mean,
+                           pixel_std=job.pixel_std, window=job.window, mislabel_flags=mislabel_flags)
+    others_ref = reference[np.isin(reference, idx, assume_unique=True, invert=True)]
+    recurring = recurring_evidence(shares, class_images, int(class_id),
+                                   other_images=np.asarray(loaded.images[others_ref], dtype=np.float32),
+                                   other_mean_share=other_mean, pixel_std=job.pixel_std, window=job.window,
+                                   mislabel_flags=mislabel_flags)
     means = {str(c): heatmaps[analysis.clusters == c].mean(0) for c in range(analysis.n_clusters)}
+    pixel_score = np.zeros(len(idx))
+    if fixed is not None:
+        pixel_score = sample_artifact_scores(shares, class_images, fixed, job.pixel_std)
+    evidence, artifact_score = fixed, pixel_score
+    if recurring is not None and (fixed is None or recurring.score > fixed.score):
+        evidence, artifact_score = recurring, recurring_scores(class_images, recurring, job.pixel_std)
     candidate_col = np.zeros(len(idx), bool)
-    artifact_score = np.zeros(len(idx))
     if evidence is not None:
         candidate_col[evidence.carriers] = True
-        artifact_score = sample_artifact_scores(shares, class_images, evidence, job.pixel_std)
         means["candidate"] = heatmaps[evidence.members].mean(0)
-        evidence.members = idx[evidence.members].tolist()  # class positions → sample ids
-        evidence.carriers = idx[evidence.carriers].tolist()
+    for found in (fixed, recurring):
+        if found is not None:
+            found.members = idx[found.members].tolist()  # class positions → sample ids
+            found.carriers = idx[found.carriers].tolist()
     pooled = pool_by_group(region_relevance(heatmaps, cfg.region_grid), analysis.clusters)
     summary = {
         "class_id": int(class_id), "num_samples": int(len(idx)), "k_candidates": analysis.k_candidates,
@@ -185,6 +203,7 @@ def analyze_class(job_key: str, class_id: int, idx: np.ndarray, keys: list[str],
         "eigengap": analysis.gap, "eigenvalues": analysis.eigenvalues[:cfg.max_clusters + 1].tolist(),
         "cluster_sizes": np.bincount(analysis.clusters).tolist(),
         "candidate": evidence.to_dict(with_members=True) if evidence is not None else None,
+        "pixel_candidate": fixed.to_dict() if fixed is not None else None,
         "region_share": {str(c): v["share"].tolist() for c, v in pooled.items()},
     }
     write_part(run, STAGE, int(class_id), pa.table({
@@ -194,6 +213,7 @@ def analyze_class(job_key: str, class_id: int, idx: np.ndarray, keys: list[str],
         "cluster": pa.array(analysis.clusters, pa.int64()),
         "candidate_member": pa.array(candidate_col),
         "artifact_score": pa.array(artifact_score, pa.float32()),
+        "pixel_artifact_score": pa.array(pixel_score, pa.float32()),
         "umap_x": pa.array(umap_xy[:, 0], pa.float32()),
         "umap_y": pa.array(umap_xy[:, 1], pa.float32()),
     }))
@@ -202,26 +222,42 @@ def analyze_class(job_key: str, class_id: int, idx: np.ndarray, keys: list[str],
     return summary
 
 
-def find_carriers(job_key: str, start: int, stop: int, target: np.ndarray, candidates: list[dict]) -> dict[int, list[int]]:
-    """Samples in [start, stop) explained as another class whose input carries a candidate's pattern."""
-    from unhans.spray import ClusterEvidence, pattern_carriers
+def find_carriers(job_key: str, start: int, stop: int, target: np.ndarray,
+                  candidates: list[dict]) -> dict[int, tuple[list[int], list[float]]]:
+    """Samples in [start, stop) explained as another class whose input carries a candidate's pattern,
+    with their artifact score against it (class → (sample ids, scores))."""
+    from unhans.spray import ClusterEvidence, pattern_carriers, recurring_distances
+    from unhans.spray.recurring_patterns import MATCH_SCALE
 
     loaded = _loaded(job_key)
     block = np.asarray(loaded.images[start:stop], dtype=np.float32)
-    found: dict[int, list[int]] = {}
+    std = loaded.job.pixel_std
+    found: dict[int, tuple[list[int], list[float]]] = {}
     for candidate in candidates:
         evidence = ClusterEvidence.from_dict(candidate)
-        other = (target >= 0) & (target != evidence.class_id)
-        hits = pattern_carriers(block[other], evidence, loaded.job.pixel_std) if other.any() else np.zeros(0, bool)
-        found[evidence.class_id] = (np.flatnonzero(other)[hits] + start).tolist()
+        other = np.flatnonzero((target >= 0) & (target != evidence.class_id))
+        if len(other) == 0:
+            found[evidence.class_id] = ([], [])
+        elif evidence.placement == "recurring":
+            dist, _ = recurring_distances(block[other], evidence, std)
+            hits = dist <= evidence.pattern_cut
+            scores = max(evidence.score, 0.0) * np.exp(-dist[hits] / MATCH_SCALE)
+            found[evidence.class_id] = ((other[hits] + start).tolist(), scores.tolist())
+        else:
+            hits = pattern_carriers(block[other], evidence, std)
+            found[evidence.class_id] = ((other[hits] + start).tolist(), [])
     return found
 
 
 def confirm(job_key: str, candidate: dict, target: np.ndarray) -> dict:
-    """Counterfactual confirmation of one candidate (see :func:`unhans.spray.confirm_candidate`)."""
-    from unhans.spray import confirm_candidate
+    """Counterfactual confirmation of one candidate (:func:`unhans.spray.confirm_candidate`, or for a
+    recurring pattern :func:`unhans.spray.confirm_recurring`)."""
+    from unhans.spray import ClusterEvidence, confirm_candidate, confirm_recurring
 
     loaded = _loaded(job_key)
+    if candidate.get("placement") == "recurring":
+        return confirm_recurring(loaded.predict_proba(), loaded.images, target, ClusterEvidence.from_dict(candidate),
+                                 pixel_std=loaded.job.pixel_std, seed=loaded.job.spray.seed).to_dict()
     result = confirm_candidate(loaded.predict_proba(), loaded.images, target, np.asarray(candidate["members"]),
                                tuple(candidate["window"]), candidate["class_id"], pixel_std=loaded.job.pixel_std,
                                seed=loaded.job.spray.seed)
