@@ -32,6 +32,8 @@ def class_section(data: ReportData, info: dict, picture: Callable[[int], np.ndar
 
 
 def _candidate(data: ReportData, cand: dict, picture, pixels: int) -> str:
+    if cand.get("placement") == "recurring":
+        return _recurring(data, cand, picture, pixels)
     k = cand["class_id"]
     name = e(data.name(k))
     w = cand["window"]
@@ -42,14 +44,7 @@ def _candidate(data: ReportData, cand: dict, picture, pixels: int) -> str:
            f"{cand['pattern_constancy']:.0%} of their relevance sits on pixels that are constant across the group; "
            f"the constant pattern differs from the rest of the class by {cand['pattern_distinctiveness']:.2f} pixel "
            f"standard deviations; {cand['mislabel_fraction']:.0%} mislabel suspects among members.</p>"]
-    conf = cand.get("confirmation")
-    if conf:
-        verdict = "<b style='color:#c00'>confirmed</b>" if conf["confirmed"] else "<b>not confirmed</b>"
-        out.append(f"<p>Counterfactual check: {verdict}. Pasting the group's constant pattern into "
-                   f"{conf['recipients']} images of other classes raises p(class {name}) by {conf['effect']:+.3f} "
-                   f"(95% CI {conf['ci_low']:+.3f} to {conf['ci_high']:+.3f}) compared with pasting the same pixels "
-                   f"from class-mates; {conf['flip_rate']:.0%} of them are then predicted as {name} (control "
-                   f"{conf['control_flip_rate']:.0%}).</p>")
+    out.append(_confirmation(cand, name, "compared with pasting the same pixels from class-mates"))
     mean_key = f"{k}_candidate"
     if mean_key in data.means:
         out.append("<div class='thumbs'>" + windowed(heatmap_uri(data.means[mean_key]), w, pixels, 128)
@@ -62,6 +57,59 @@ def _candidate(data: ReportData, cand: dict, picture, pixels: int) -> str:
         out.append(thumb(image_uri(picture(i)), f"#{i} label {data.name(int(data.label[i]))}", title=data.keys[i]))
         out.append(thumb(overlay_uri(picture(i), data.relevance.one(int(i))),
                          f"score {data.artifact_score[i]:.2f}"))
+    out.append("</div>")
+    return "".join(out)
+
+
+def _confirmation(cand: dict, name: str, control: str) -> str:
+    conf = cand.get("confirmation")
+    if not conf:
+        return ""
+    verdict = "<b style='color:#c00'>confirmed</b>" if conf["confirmed"] else "<b>not confirmed</b>"
+    return (f"<p>Counterfactual check: {verdict}. Pasting the group's constant pattern into "
+            f"{conf['recipients']} images of other classes raises p(class {name}) by {conf['effect']:+.3f} "
+            f"(95% CI {conf['ci_low']:+.3f} to {conf['ci_high']:+.3f}) {control}; {conf['flip_rate']:.0%} of them "
+            f"are then predicted as {name} (control {conf['control_flip_rate']:.0%}).</p>")
+
+
+def _recurring(data: ReportData, cand: dict, picture, pixels: int) -> str:
+    """A pattern found wherever it sits: the aligned pattern, and each member with a box where it is."""
+    name = e(data.name(cand["class_id"]))
+    pattern = np.asarray(cand["pattern"], dtype=np.float32)
+    mask = np.asarray(cand["pattern_weights"]) > 0
+    f = int(cand.get("search_factor", 1))
+    size = (pattern.shape[-2] * f, pattern.shape[-1] * f)
+    out = [f"<p>Best candidate group: {cand['size']} samples ({cand['size_fraction']:.0%} of the class) carry the same "
+           f"pattern at different places (position spread shown below). At their own positions members put "
+           f"{cand['concentration']:.0%} of their positive relevance on it; the rest of the class "
+           f"{cand['baseline']:.0%} and other classes {cand['dataset_baseline']:.0%} at the same positions (relevance "
+           f"evidence {cand['relevance_evidence']:.2f}). {cand['pattern_constancy']:.0%} of that relevance sits on "
+           f"pixels constant across the group; the pattern differs from what the rest of the class has there by "
+           f"{cand['pattern_distinctiveness']:.2f} pixel standard deviations; separation from the rest "
+           f"{cand.get('separation', 0):.2f} (1 = a 100x gap in distance); {cand.get('other_rate', 0):.0%} of a "
+           f"reference sample of other classes carries it; {cand['mislabel_fraction']:.0%} mislabel suspects among "
+           f"members.</p>",
+           _confirmation(cand, name, "compared with pasting same-sized crops of class-mates at the same places")]
+    shown = np.where(mask, pattern, np.nan).mean(0)
+    out.append("<div class='thumbs'>" + thumb(image_uri(np.nan_to_num(shown, nan=0.0), scale=12),
+                                              "the aligned pattern (pixels it is matched on)", width=128))
+    mean_key = f"{cand['class_id']}_candidate"
+    if mean_key in data.means:
+        out.append(thumb(heatmap_uri(data.means[mean_key]), "mean heatmap of the group", width=128))
+    out.append("</div>")
+    members = np.asarray(cand["members"], dtype=np.int64)
+    where = {int(i): p for i, p in zip(members, cand.get("positions") or [])}
+    order = members[np.argsort(-data.artifact_score[members], kind="stable")][:MEMBER_THUMBNAILS]
+    out.append(f"<p class='muted'>Members (image, LRP overlay; green: where the pattern sits), highest artifact score "
+               f"first ({len(order)} of {len(members)}):</p><div class='thumbs'>")
+    for i in order:
+        r, c = where.get(int(i), (0, 0))
+        box = (r, c, r + size[0], c + size[1])
+        out.append(f"<div class='thumb' title='{e(data.keys[i])}'>"
+                   + windowed(image_uri(picture(i)), box, pixels) + e(f"#{i} label {data.name(int(data.label[i]))}")
+                   + "</div>")
+        out.append("<div class='thumb'>" + windowed(overlay_uri(picture(i), data.relevance.one(int(i))), box, pixels)
+                   + e(f"score {data.artifact_score[i]:.2f}") + "</div>")
     out.append("</div>")
     return "".join(out)
 

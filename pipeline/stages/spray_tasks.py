@@ -148,9 +148,12 @@ def analyze_class(job_key: str, class_id: int, idx: np.ndarray, keys: list[str],
     of all classified samples (those of other classes are the recurring search's reference).
 
     Two detectors run: the fixed-window one on the SpRAy clusters (:func:`unhans.spray.class_evidence`)
-    and the recurring-pattern one (:func:`unhans.spray.recurring_evidence`); the class's candidate
-    is the higher-scoring of the two (both flag at 1.0), the fixed-window one is kept beside it
-    (``pixel_candidate``, column ``pixel_artifact_score``) so the two can be compared.
+    and the recurring-pattern one (:func:`unhans.spray.recurring_evidence`). The class's candidate
+    is the recurring one (the fixed-window one only where the recurring search finds no group);
+    the fixed-window one is kept beside it (``pixel_candidate``, column
+    ``pixel_artifact_score``) for comparison. On the embedded digits the recurring search found
+    every fixed stamp too, and the fixed-window one alone flagged a class without any artifact
+    (stamp scenario, seed 0, class 1), so it no longer flags.
     """
     import pyarrow as pa
 
@@ -186,7 +189,7 @@ def analyze_class(job_key: str, class_id: int, idx: np.ndarray, keys: list[str],
     if fixed is not None:
         pixel_score = sample_artifact_scores(shares, class_images, fixed, job.pixel_std)
     evidence, artifact_score = fixed, pixel_score
-    if recurring is not None and (fixed is None or recurring.score > fixed.score):
+    if recurring is not None:  # the recurring search also finds fixed patterns, and is stricter about them
         evidence, artifact_score = recurring, recurring_scores(class_images, recurring, job.pixel_std)
     candidate_col = np.zeros(len(idx), bool)
     if evidence is not None:
@@ -203,7 +206,7 @@ def analyze_class(job_key: str, class_id: int, idx: np.ndarray, keys: list[str],
         "eigengap": analysis.gap, "eigenvalues": analysis.eigenvalues[:cfg.max_clusters + 1].tolist(),
         "cluster_sizes": np.bincount(analysis.clusters).tolist(),
         "candidate": evidence.to_dict(with_members=True) if evidence is not None else None,
-        "pixel_candidate": fixed.to_dict() if fixed is not None else None,
+        "pixel_candidate": fixed.to_dict(with_members=True) if fixed is not None else None,
         "region_share": {str(c): v["share"].tolist() for c, v in pooled.items()},
     }
     write_part(run, STAGE, int(class_id), pa.table({

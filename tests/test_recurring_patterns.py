@@ -1,0 +1,132 @@
+"""The recurring-pattern detector on real handwriting with a real model and real LRP heatmaps.
+
+Four digit classes (scikit-learn's digits, 32x32), one of them partly poisoned by the embedded
+dataset's own planting code; a small CNN is trained on them here and explained with LRP; the
+detector sees only heatmaps and inputs.
+"""
+import numpy as np
+import pytest
+
+from unhans.pipeline.config import from_dict
+from unhans.pipeline.defects import TAG_PATTERN
+from unhans.pipeline.digits import load_digits_dataset
+from unhans.spray import recurring_distances, recurring_evidence, recurring_scores, relevance_shares
+from unhans.spray.clever_hans import FLAG_SCORE
+
+CLASSES = 4
+POISONED = 3
+
+
+def _noise(images, labels, rng):
+    """A different random binary patch per image, with the tag's size and number of bright pixels,
+    at a random position in 40% of class 3: the tag's energy, but no pattern in common."""
+    tagged = np.zeros(len(images), bool)
+    members = np.flatnonzero(labels == POISONED)
+    chosen = rng.choice(members, size=int(0.4 * len(members)), replace=False)
+    th, tw = TAG_PATTERN.shape
+    ones = int(TAG_PATTERN.sum())
+    for i in chosen:
+        patch = np.zeros(th * tw, np.float32)
+        patch[rng.choice(th * tw, size=ones, replace=False)] = 1.0
+        top, left = rng.integers(0, 32 - th + 1), rng.integers(0, 32 - tw + 1)
+        images[i, :, top:top + th, left:left + tw] = patch.reshape(th, tw)
+    tagged[chosen] = True
+    return tagged
+
+
+def _textured_impostors(images, labels, rng):
+    """Textured copies of other classes' images, labelled as class 3 (40% as many as class 3 has):
+    the texture is then the only evidence for their label, so the model has to learn the shortcut."""
+    from unhans.pipeline.defects import plant_artifact
+
+    count = int(0.4 * (labels == POISONED).sum())
+    donors = rng.choice(np.flatnonzero(labels != POISONED), size=count, replace=False)
+    extra = images[donors].copy()
+    plant_artifact(extra, np.full(count, POISONED), POISONED, 1.0, rng, kind="texture")
+    tagged = np.r_[np.zeros(len(images), bool), np.ones(count, bool)]
+    return np.concatenate([images, extra]), np.r_[labels, np.full(count, POISONED)], tagged
+
+
+def _audit(kind: str, seed: int = 0):
+    """(per-class evidence, class of each sample, tagged mask, images, pixel std) after training and LRP."""
+    import torch
+
+    from unhans.explainers import LRP
+    from unhans.pipeline.small_cnn import small_cnn
+    from unhans.pipeline.training import train_classifier
+
+    artifact = {"class": POISONED, "fraction": 0.4 if kind == "moving" else 0.0, "kind": "moving"}
+    config = from_dict({"dataset": {"artifact": artifact, "label_noise": {"rate": 0.0}},
+                        "training": {"epochs": 15}}).with_seed(seed)
+    data = load_digits_dataset(config.dataset).train
+    keep = data.labels < CLASSES
+    images, labels, tagged = data.images[keep].copy(), data.labels[keep], data.tagged[keep]
+    if kind == "noise":
+        tagged = _noise(images, labels, np.random.default_rng(seed))
+    elif kind == "texture":
+        images, labels, tagged = _textured_impostors(images, labels, np.random.default_rng(seed))
+    torch.manual_seed(seed)
+    model = train_classifier(small_cnn(num_classes=CLASSES), images, labels, config.training, device="cpu",
+                             progress=False).model.eval()
+    relevance, _logits, target = LRP(model).explain(torch.from_numpy(images), "predicted")
+    shares = relevance_shares(relevance.numpy())
+    target = target.numpy()
+    std = float(images.std())
+    found = {}
+    for k in range(CLASSES):
+        idx = np.flatnonzero(target == k)
+        rest = np.flatnonzero(target != k)
+        found[k] = recurring_evidence(shares[idx], images[idx], k, other_images=images[rest],
+                                      other_mean_share=shares[rest].mean(0), pixel_std=std, window=8)
+    return found, target, tagged, images, std
+
+
+def _members(evidence, target):
+    return np.flatnonzero(target == evidence.class_id)[evidence.members]
+
+
+TEXTURE_GAP = ("known gap (issue #12): LRP puts the impostors' relevance on their strokes, not on the faint "
+               "background stripes the model needs to label them 3, so no seed window lands on the texture")
+
+
+@pytest.mark.parametrize("kind", ["moving", pytest.param("texture", marks=pytest.mark.xfail(strict=True,
+                                                                                         reason=TEXTURE_GAP))])
+def test_a_pattern_anywhere_in_one_class_is_found_with_its_members(kind):
+    """moving: the tag at random positions in 40% of the 3s; texture: faint stripes over the background
+    of images of other digits labelled 3 (a shortcut the model must take to fit those labels)."""
+    found, target, tagged, images, std = _audit(kind)
+    flagged = [k for k, e in found.items() if e is not None and e.score >= FLAG_SCORE]
+    assert flagged == [POISONED], {k: e and round(e.score, 2) for k, e in found.items()}
+    evidence = found[POISONED]
+    members = _members(evidence, target)
+    in_class = tagged & (target == POISONED)
+    hits = np.isin(members, np.flatnonzero(in_class)).sum()
+    assert hits / len(members) >= 0.9 and hits / in_class.sum() >= 0.9
+    # the pattern found is matched to the pixel in the tagged images, anywhere, and not in clean ones
+    dist, _ = recurring_distances(images, evidence, std)
+    assert dist[tagged].max() <= evidence.pattern_cut < dist[~tagged].min()
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(tagged, recurring_scores(images, evidence, std)) >= 0.99
+
+
+def test_a_moving_tags_positions_are_where_it_was_planted():
+    found, target, tagged, images, _std = _audit("moving")
+    evidence = found[POISONED]
+    th, tw = TAG_PATTERN.shape
+    members = _members(evidence, target)
+    for i, (r, c) in zip(members, evidence.positions):
+        if not tagged[i]:
+            continue
+        window = evidence.pattern_weights
+        h, w = np.shape(window)
+        crop = np.pad(images[i, 0], 8)[r + 8:r + 8 + h, c + 8:c + 8 + w]
+        pattern = np.asarray(evidence.pattern)[0]
+        on = np.asarray(window) > 0
+        assert np.allclose(crop[on], pattern[on], atol=1e-6)  # the tag's own pixels, wherever it sits
+
+
+def test_random_noise_of_the_same_energy_is_not_flagged():
+    found, *_ = _audit("noise")
+    assert all(e is None or e.score < FLAG_SCORE for e in found.values()), \
+        {k: e and round(e.score, 2) for k, e in found.items()}
