@@ -135,11 +135,15 @@ def aligned(maps: np.ndarray, positions: np.ndarray, h: int, w: int) -> np.ndarr
     return np.stack([m[..., r:r + h, c:c + w] for m, (r, c) in zip(maps, positions)])
 
 
-def _constancy(patches: np.ndarray, pixel_std: float) -> tuple[np.ndarray, np.ndarray]:
-    """(median pattern (C, h, w), per-pixel constancy κ (h, w)) of aligned patches (n, C, h, w)."""
+def _constancy(patches: np.ndarray, pixel_std: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(median pattern (C, h, w), per-pixel constancy κ (h, w), strict constancy (h, w)) of aligned
+    patches (n, C, h, w). κ decays with the median absolute deviation (constant in half the group);
+    the strict one with the deviation's 90% quantile (constant in nine of ten members)."""
     median = np.median(patches, axis=0)
-    mad = np.median(np.abs(patches - median), axis=0).mean(axis=0) / pixel_std
-    return median, np.exp(-mad / SPREAD_SCALE)
+    deviation = np.abs(patches - median)
+    mad = np.median(deviation, axis=0).mean(axis=0) / pixel_std
+    q90 = np.quantile(deviation, 0.9, axis=0).mean(axis=0) / pixel_std
+    return median, np.exp(-mad / SPREAD_SCALE), np.exp(-q90 / SPREAD_SCALE)
 
 
 def _sharp(kappa: np.ndarray) -> np.ndarray:
@@ -205,7 +209,7 @@ def recurring_distances(images: np.ndarray, evidence: ClusterEvidence, pixel_std
     pattern = np.asarray(evidence.pattern, np.float32)
     weights = np.asarray(evidence.pattern_weights, np.float32)
     pad = pattern.shape[-1] // 2
-    grid = np.pad(downsample(np.asarray(images, np.float32), f), [(0, 0), (0, 0), (pad, pad), (pad, pad)], mode="edge")
+    grid = np.pad(downsample(np.asarray(images, np.float32), f), [(0, 0), (0, 0), (pad, pad), (pad, pad)], mode="constant")
     dist, pos = match(grid, pattern[None], weights[None], pixel_std)
     return dist[0].astype(np.float64), (pos[0] - pad) * f
 
@@ -227,8 +231,8 @@ class _ClassSearch:
         self.pad = self.win // 2
         self.grid_shares = downsample(shares, f) * f ** 2  # block sums: still shares
         image_pad = [(0, 0), (0, 0), (self.pad, self.pad), (self.pad, self.pad)]
-        self.images = np.pad(downsample(np.asarray(images, np.float32), f), image_pad, mode="edge")
-        others = np.pad(downsample(np.asarray(other_images, np.float32), f), image_pad, mode="edge")
+        self.images = np.pad(downsample(np.asarray(images, np.float32), f), image_pad, mode="constant")
+        others = np.pad(downsample(np.asarray(other_images, np.float32), f), image_pad, mode="constant")
         self.shares = np.pad(self.grid_shares, image_pad[1:])
         self.other_share = np.pad(downsample(other_mean_share, f) * f ** 2, image_pad[2:])
         self.pixel_std, self.flags, self.min_size = pixel_std, flags, min_size
@@ -241,18 +245,26 @@ class _ClassSearch:
         raw = np.abs(pattern - rest).mean(axis=0) / self.pixel_std
         return np.where(raw >= CONTRAST_FLOOR, np.minimum(raw, 1.0), 0.0)
 
-    def pattern_weights(self, pattern, kappa, rest):
+    def pattern_weights(self, pattern, kappa, strict, rest, ring: bool = False):
         """Pixel weights (w, w) of a pattern: its constant pixels (κ ≥ 0.5) inside the bounding box of those that
-        stand out from the rest of the class. The box keeps a tag's dark pixels, which equal the background but
-        are its structure; without them a solid patch of ink would match a tag's bright frame."""
+        stand out from the rest of the class, and the ring of pixels around that box that nine of ten members
+        share (strict constancy ≥ 0.5). The box keeps a tag's dark pixels, which equal the background but are its
+        structure; the ring (once the group is found: on a small group it would favour the few members whose
+        surroundings agree) keeps a thin line's dark side (outside the image: zeros), without which a line
+        along an edge would match any run of ink."""
         constant = _sharp(kappa)
         distinct = (self.contrast(pattern, rest) > 0) & (constant > 0)
         if not distinct.any():
             return np.zeros_like(constant)
         rows, cols = np.flatnonzero(distinct.any(1)), np.flatnonzero(distinct.any(0))
-        box = np.zeros_like(constant)
-        box[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1] = 1.0
-        return constant * box
+        box = np.zeros_like(constant, dtype=bool)
+        box[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1] = True
+        weights = np.where(box, constant, 0.0)
+        if ring:
+            around = np.zeros_like(box)
+            around[max(rows[0] - 1, 0):rows[-1] + 2, max(cols[0] - 1, 0):cols[-1] + 2] = True
+            weights += np.where(around & ~box, _sharp(strict), 0.0)
+        return weights
 
     def rest_median(self, rest_rows, positions):
         """The median input of ``rest_rows`` at each of ``positions``, then the median over positions (C, w, w)."""
@@ -272,8 +284,8 @@ class _ClassSearch:
             return None
         dist, pos = self.bank.match(seed[None], weights[None], std)
         near = np.argsort(dist[0], kind="stable")[:NEIGHBOURS]
-        pattern, kappa = _constancy(aligned(self.images[near], pos[0][near], w, w), std)
-        weights = self.pattern_weights(pattern, kappa, rest)
+        pattern, kappa, strict = _constancy(aligned(self.images[near], pos[0][near], w, w), std)
+        weights = self.pattern_weights(pattern, kappa, strict, rest)
         for _round in range(2):
             if weights.sum() < 1e-6:
                 return None
@@ -283,9 +295,15 @@ class _ClassSearch:
             members = d <= cut
             if members.sum() < self.min_size or members.sum() > n - self.min_size:
                 return None
-            pattern, kappa = _constancy(aligned(self.images[members], p[members], w, w), std)
+            pattern, kappa, strict = _constancy(aligned(self.images[members], p[members], w, w), std)
             rest = self.rest_median(~members, p[members])
-            weights = self.pattern_weights(pattern, kappa, rest)
+            weights = self.pattern_weights(pattern, kappa, strict, rest, ring=_round == 1)
+        dist, pos = self.bank.match(pattern[None], weights[None], std)  # the group again, with the ring
+        d, p = dist[0].astype(np.float64), pos[0]
+        cut = _largest_log_gap(d, np.sort(d)[min(self.min_size, n - 1)], np.median(d))
+        members = d <= cut
+        if members.sum() < self.min_size or members.sum() > n - self.min_size:
+            return None
         return self._score(members, p, d, cut, pattern, kappa, rest, weights, (i, r, c))
 
     def _score(self, members, p, d, cut, pattern, kappa, rest, weights, seed) -> dict:

@@ -60,10 +60,11 @@ def overview_section(data: ReportData, detailed: list[int]) -> str:
             "<th>Clever-Hans score</th><th>candidate size</th><th>flagged</th><th>counterfactual</th>"
             "<th>artifact suspects</th><th>mislabel suspects</th></tr>")
     return ("<h2>Classes</h2><p class='muted'>One row per class, highest Clever-Hans score first; click a column "
-            "to sort. A class scores its best candidate group: relevance concentrated in one small window "
-            "(against the rest of the class and the other classes) × constancy of the input pattern there × how "
-            "far that pattern stands from the rest of the class, discounted by the group's share of mislabel "
-            f"suspects; flagged at {ch.get('flag_threshold', 0):.2f}. Linked classes are shown in detail below "
+            "to sort. A class scores its best candidate group: samples that carry the same input pattern, wherever "
+            "it sits, with their relevance on it (against the rest of the class and the other classes at the same "
+            "places) × constancy of the pattern × how far it stands from the rest of the class × how cleanly the "
+            "group separates from the rest, discounted by the group's share of mislabel suspects and by how often "
+            f"other classes carry the pattern; flagged at {ch.get('flag_threshold', 0):.2f}. Linked classes are shown in detail below "
             "(flagged first, then the highest scores). Mislabel suspects are counted by given label.</p>"
             f"<div class='scroll'><table class='sortable'><thead>{head}</thead><tbody>{''.join(rows)}"
             "</tbody></table></div>")
