@@ -106,8 +106,10 @@ def confirm_recurring(
 ) -> Confirmation:
     """The counterfactual check of a recurring-pattern candidate (:mod:`.recurring_patterns`).
 
-    The members' aligned pattern (its weighted pixels only) is pasted at a uniformly random
-    position of each recipient (up to ``recipients`` samples of other classes); the control pastes,
+    The members' aligned pattern (its weighted pixels only) is pasted into each recipient (up to
+    ``recipients`` samples of other classes) at the position of a randomly drawn member (for a
+    moving tag: anywhere; for a stamp: its corner; moved inside the image where the pattern hangs
+    over the border); the control pastes,
     at the same position and through the same mask, a same-sized crop taken at a random position
     of a class-mate outside the group. Effect, interval and verdict as :func:`confirm_candidate`.
     ``evidence``: a :class:`~.clever_hans.ClusterEvidence` with ``placement == "recurring"``.
@@ -127,8 +129,14 @@ def confirm_recurring(
     height, width = base.shape[-2:]
     h, w = min(mask.shape[0], height), min(mask.shape[1], width)
     pattern, mask = pattern[:, :h, :w], mask[:h, :w]
-    tops = rng.integers(0, height - h + 1, size=len(chosen))
-    lefts = rng.integers(0, width - w + 1, size=len(chosen))
+    # where members carry it (a fixed stamp stays in its corner, a moving tag lands anywhere), inside the image
+    where = np.asarray(evidence.positions, dtype=np.int64).reshape(-1, 2)
+    if len(where) == 0:
+        where = np.stack([rng.integers(0, height - h + 1, size=len(chosen)),
+                          rng.integers(0, width - w + 1, size=len(chosen))], axis=1)
+    picked = where[rng.integers(0, len(where), size=len(chosen))]
+    tops = np.clip(picked[:, 0], 0, height - h)
+    lefts = np.clip(picked[:, 1], 0, width - w)
     treated, control = base.copy(), base.copy()
     donors = (np.asarray(images[np.sort(rng.choice(mates, size=len(chosen)))], dtype=np.float32)
               if len(mates) else None)

@@ -6,7 +6,8 @@ the *pattern*, not the place:
 
 1. **seeds**: in every sample of the class, the window (``window`` pixels) where its relevance
    share most exceeds the class's mean share map there (where this sample's explanation looks
-   and its class-mates' do not); the samples with the largest excess give the seeds;
+   and its class-mates' do not), and the window where it most exceeds the other classes' mean
+   share map; the samples with the largest excesses give the seeds (half from each);
 2. **alignment**: a seed's input patch is matched against every class member at every position
    (the weighted root-mean-square difference, in units of the pixel std σ_x; the position of the
    best match aligns that member). Its nearest members' aligned patches give per-pixel constancy
@@ -51,6 +52,7 @@ EXACT_FLOOR = 0.005   # σ_x: members' distances below this count as exact copie
 SEPARATION_DECADES = 2.0  # the gap (rest / members, 90% quantiles) at which separation reaches 1: 100x
 SCORE_UNIT = 0.5     # the product above at which a class is flagged (so both detectors flag at score 1.0)
 MAX_SEARCH = 512     # a larger class is searched on an evenly spaced subset of this size
+COPY_DISTANCE = 0.1  # σ_x: a window this close to a seed (on its distinct pixels) is a copy of it
 CHUNK = 256         # samples per block of the sliding-window products
 
 
@@ -151,17 +153,33 @@ def _sharp(kappa: np.ndarray) -> np.ndarray:
     return np.where(kappa >= 0.5, kappa, 0.0)
 
 
-def _seeds(shares: np.ndarray, window: int, count: int) -> list[tuple[int, int, int]]:
-    """(sample, row, col) of the windows where samples' shares most exceed the class mean."""
+def _seeds(shares: np.ndarray, baselines: list[np.ndarray], window: int, count: int) -> list[tuple[int, int, int]]:
+    """(sample, row, col) of the windows where samples' shares most exceed each baseline map (H, W),
+    ``count`` split between the baselines, without repeating a sample.
+
+    Against the class's own mean a pattern that half the class carries at one place hardly
+    stands out (it is half of that mean); against the other classes' mean it does. A pattern
+    at many places is the reverse: it barely raises the class's mean anywhere."""
     from .clever_hans import window_sums
 
-    excess = window_sums(shares - shares.mean(0), window)               # (n, P, Q)
-    flat = excess.reshape(len(shares), -1)
-    best = flat.argmax(1)
-    value = flat[np.arange(len(shares)), best]
-    q = excess.shape[-1]
-    order = np.argsort(-value, kind="stable")[:count]
-    return [(int(i), int(best[i] // q), int(best[i] % q)) for i in order]
+    chosen: list[tuple[int, int, int]] = []
+    seen: set[int] = set()
+    per = -(-count // len(baselines))
+    for baseline in baselines:
+        excess = window_sums(shares - baseline, window)                 # (n, P, Q)
+        flat = excess.reshape(len(shares), -1)
+        best = flat.argmax(1)
+        value = flat[np.arange(len(shares)), best]
+        q = excess.shape[-1]
+        taken = 0
+        for i in np.argsort(-value, kind="stable"):
+            if taken == per:
+                break
+            if int(i) not in seen:
+                seen.add(int(i))
+                chosen.append((int(i), int(best[i] // q), int(best[i] % q)))
+                taken += 1
+    return chosen
 
 
 def recurring_evidence(
@@ -185,7 +203,11 @@ def recurring_evidence(
     search = _ClassSearch(shares[subset], images[subset], other_images, other_mean_share, pixel_std, window,
                           flags[subset], min_size)
     best = None
-    for i, r, c in _seeds(search.grid_shares, search.win, seeds):
+    baselines = [search.grid_shares.mean(0), search.grid_other_share]
+    by_excess = _seeds(search.grid_shares, baselines, search.win, seeds)
+    every = _seeds(search.grid_shares, baselines, search.win, 2 * len(search.images))
+    by_copies = search.most_copied(every, seeds // 2)
+    for i, r, c in list(dict.fromkeys(by_copies + by_excess)):
         found = search.grow(i, r + search.pad, c + search.pad)
         if found is not None and (best is None or found["score"] > best["score"]):
             best = found
@@ -233,8 +255,10 @@ class _ClassSearch:
         image_pad = [(0, 0), (0, 0), (self.pad, self.pad), (self.pad, self.pad)]
         self.images = np.pad(downsample(np.asarray(images, np.float32), f), image_pad, mode="constant")
         others = np.pad(downsample(np.asarray(other_images, np.float32), f), image_pad, mode="constant")
+        self.others = others
         self.shares = np.pad(self.grid_shares, image_pad[1:])
-        self.other_share = np.pad(downsample(other_mean_share, f) * f ** 2, image_pad[2:])
+        self.grid_other_share = downsample(other_mean_share, f) * f ** 2
+        self.other_share = np.pad(self.grid_other_share, image_pad[2:])
         self.pixel_std, self.flags, self.min_size = pixel_std, flags, min_size
         self.bank = WindowBank(self.images, self.win, self.win)
         self.other_bank = WindowBank(others, self.win, self.win) if len(others) else None
@@ -272,13 +296,46 @@ class _ClassSearch:
         rest = self.images[rest_rows]
         return np.median(np.stack([np.median(rest[:, :, a:a + w, b:b + w], axis=0) for a, b in positions]), axis=0)
 
+    def most_copied(self, seeds: list[tuple[int, int, int]], count: int) -> list[tuple[int, int, int]]:
+        """The ``count`` seed windows with the most exact copies (distance ≤ :data:`COPY_DISTANCE`) among
+        the class's samples, at any position, on the pixels where the seed differs from the other classes
+        (at least ``min_size`` copies). One matrix product for all seeds: cheap, and it finds a pasted
+        pattern whose relevance is modest in every sample (its copies are what stands out)."""
+        w, std = self.win, self.pixel_std
+        patterns, weights, kept = [], [], []
+        for i, r, c in seeds:
+            seed = self.images[i][:, r + self.pad:r + self.pad + w, c + self.pad:c + self.pad + w]
+            if seed.std() < SPREAD_SCALE * std or not len(self.others):
+                continue
+            rest = np.median(self.others[:, :, r + self.pad:r + self.pad + w, c + self.pad:c + self.pad + w], axis=0)
+            weight = self.contrast(seed, rest)
+            if weight.sum() > 0:
+                patterns.append(seed), weights.append(weight), kept.append((i, r, c))
+        if not kept:
+            return []
+        copies = np.concatenate([
+            (self.bank.match(np.stack(patterns[s:s + 64]), np.stack(weights[s:s + 64]), std)[0] <= COPY_DISTANCE).sum(1)
+            for s in range(0, len(kept), 64)]) - 1
+        order = np.argsort(-copies, kind="stable")[:count]
+        return [kept[j] for j in order if copies[j] >= self.min_size]
+
+    def cut(self, d: np.ndarray) -> float:
+        """The distance below which a member shares the pattern: the largest log-gap between the
+        (min_size+1)-th smallest and the (min_size+1)-th largest distance (a group may be most of the class)."""
+        order = np.sort(d)
+        k = min(self.min_size, len(d) - 1)
+        return _largest_log_gap(d, order[k], order[len(d) - 1 - k])
+
     def grow(self, i, r, c) -> dict | None:
         """Align the class on the seed window's pattern, find the group that shares it, score the group."""
         w, n, std = self.win, len(self.images), self.pixel_std
         seed = self.images[i][:, r:r + w, c:c + w]
         if seed.std() < SPREAD_SCALE * std:                             # a flat patch is background, not a pattern
             return None
-        rest = self.rest_median(np.arange(n), [(r, c)])
+        # before there is a group, "what others have there" comes from the other classes: a pattern that most
+        # of this class carries at one place is the class's own median there
+        rest = (np.median(self.others[:, :, r:r + w, c:c + w], axis=0) if len(self.others)
+                else self.rest_median(np.arange(n), [(r, c)]))
         weights = self.contrast(seed, rest)
         if weights.sum() < 1e-6:
             return None
@@ -291,7 +348,7 @@ class _ClassSearch:
                 return None
             dist, pos = self.bank.match(pattern[None], weights[None], std)
             d, p = dist[0].astype(np.float64), pos[0]
-            cut = _largest_log_gap(d, np.sort(d)[min(self.min_size, n - 1)], np.median(d))
+            cut = self.cut(d)
             members = d <= cut
             if members.sum() < self.min_size or members.sum() > n - self.min_size:
                 return None
@@ -300,7 +357,7 @@ class _ClassSearch:
             weights = self.pattern_weights(pattern, kappa, strict, rest, ring=_round == 1)
         dist, pos = self.bank.match(pattern[None], weights[None], std)  # the group again, with the ring
         d, p = dist[0].astype(np.float64), pos[0]
-        cut = _largest_log_gap(d, np.sort(d)[min(self.min_size, n - 1)], np.median(d))
+        cut = self.cut(d)
         members = d <= cut
         if members.sum() < self.min_size or members.sum() > n - self.min_size:
             return None
