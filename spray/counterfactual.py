@@ -109,9 +109,9 @@ def confirm_recurring(
     The members' aligned pattern (its weighted pixels only) is pasted into each recipient (up to
     ``recipients`` samples of other classes) at the position of a randomly drawn member (for a
     moving tag: anywhere; for a stamp: its corner; moved inside the image where the pattern hangs
-    over the border); the control pastes,
-    at the same position and through the same mask, a same-sized crop taken at a random position
-    of a class-mate outside the group. Effect, interval and verdict as :func:`confirm_candidate`.
+    over the border); the control pastes, at the same position and through the same mask, a
+    class-mate's (outside the group) own pixels from that place: a class feature that sits there
+    in every class-mate raises p(class) in both and cancels. Effect, interval and verdict as :func:`confirm_candidate`.
     ``evidence``: a :class:`~.clever_hans.ClusterEvidence` with ``placement == "recurring"``.
     """
     rng = np.random.default_rng(seed)
@@ -143,10 +143,9 @@ def confirm_recurring(
     for j, (top, left) in enumerate(zip(tops, lefts)):
         region = treated[j, :, top:top + h, left:left + w]
         region[:] = np.where(mask, pattern, region)
-        if donors is not None:
-            r, c = rng.integers(0, height - h + 1), rng.integers(0, width - w + 1)
+        if donors is not None:  # the class-mate's own pixels at that place (its strokes there, if any)
             region = control[j, :, top:top + h, left:left + w]
-            region[:] = np.where(mask, donors[j, :, r:r + h, c:c + w], region)
+            region[:] = np.where(mask, donors[j, :, top:top + h, left:left + w], region)
     p_treated, p_control = predict_proba(treated), predict_proba(control)
     diff = p_treated[:, class_id] - p_control[:, class_id]
     means = rng.choice(diff, size=(bootstrap, len(diff)), replace=True).mean(axis=1)

@@ -7,7 +7,9 @@ the *pattern*, not the place:
 1. **seeds**: in every sample of the class, the window (``window`` pixels) where its relevance
    share most exceeds the class's mean share map there (where this sample's explanation looks
    and its class-mates' do not), and the window where it most exceeds the other classes' mean
-   share map; the samples with the largest excesses give the seeds (half from each);
+   share map; the samples with the largest excesses give seeds, and so do the windows with the
+   most exact copies elsewhere in the class (a pasted pattern whose relevance is modest in every
+   sample still stands out by its copies);
 2. **alignment**: a seed's input patch is matched against every class member at every position
    (the weighted root-mean-square difference, in units of the pixel std σ_x; the position of the
    best match aligns that member). Its nearest members' aligned patches give per-pixel constancy

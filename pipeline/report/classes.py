@@ -89,7 +89,7 @@ def _recurring(data: ReportData, cand: dict, picture, pixels: int) -> str:
            f"{cand.get('separation', 0):.2f} (1 = a 100x gap in distance); {cand.get('other_rate', 0):.0%} of a "
            f"reference sample of other classes carries it; {cand['mislabel_fraction']:.0%} mislabel suspects among "
            f"members.</p>",
-           _confirmation(cand, name, "compared with pasting same-sized crops of class-mates at the same places")]
+           _confirmation(cand, name, "compared with pasting class-mates' own pixels from the same places")]
     shown = np.where(mask, pattern, np.nan).mean(0)
     out.append("<div class='thumbs'>" + thumb(image_uri(np.nan_to_num(shown, nan=0.0), scale=12),
                                               "the aligned pattern (pixels it is matched on)", width=128))
