@@ -106,8 +106,8 @@ def confirm_recurring(
 ) -> Confirmation:
     """The counterfactual check of a recurring-pattern candidate (:mod:`.recurring_patterns`).
 
-    The members' aligned pattern (its weighted pixels only) is pasted into each recipient (up to
-    ``recipients`` samples of other classes) at the position of a randomly drawn member (for a
+    A randomly drawn member's own pixels where it carries the pattern (the pattern's weighted pixels
+    only) are pasted into each recipient (up to ``recipients`` samples of other classes) at that position (for a
     moving tag: anywhere; for a stamp: its corner; moved inside the image where the pattern hangs
     over the border); the control pastes, at the same position and through the same mask, a
     class-mate's (outside the group) own pixels from that place: a class feature that sits there
@@ -117,7 +117,6 @@ def confirm_recurring(
     rng = np.random.default_rng(seed)
     class_id = evidence.class_id
     f = max(1, int(evidence.search_factor))
-    pattern = np.repeat(np.repeat(np.asarray(evidence.pattern, np.float32), f, axis=-2), f, axis=-1)
     mask = np.repeat(np.repeat(np.asarray(evidence.pattern_weights) > 0, f, axis=-2), f, axis=-1)
     members = np.asarray(evidence.members, dtype=np.int64)
     others = np.flatnonzero((classes != class_id) & (classes >= 0))
@@ -128,21 +127,22 @@ def confirm_recurring(
     base = np.asarray(images[chosen], dtype=np.float32)
     height, width = base.shape[-2:]
     h, w = min(mask.shape[0], height), min(mask.shape[1], width)
-    pattern, mask = pattern[:, :h, :w], mask[:h, :w]
-    # where members carry it (a fixed stamp stays in its corner, a moving tag lands anywhere), inside the image
+    mask = mask[:h, :w]
+    # a drawn member's own pixels where it carries the pattern (a stamp stays in its corner, a moving tag
+    # lands anywhere), moved inside the image where the pattern hangs over the border
     where = np.asarray(evidence.positions, dtype=np.int64).reshape(-1, 2)
-    if len(where) == 0:
-        where = np.stack([rng.integers(0, height - h + 1, size=len(chosen)),
-                          rng.integers(0, width - w + 1, size=len(chosen))], axis=1)
-    picked = where[rng.integers(0, len(where), size=len(chosen))]
-    tops = np.clip(picked[:, 0], 0, height - h)
-    lefts = np.clip(picked[:, 1], 0, width - w)
+    if len(where) != len(members):
+        return Confirmation(class_id, 0.0, 0.0, 0.0, 0.0, 0.0, 0, False)
+    drawn = np.sort(rng.integers(0, len(members), size=len(chosen)))
+    member_images = np.asarray(images[members[drawn]], dtype=np.float32)
+    tops = np.clip(where[drawn, 0], 0, height - h)
+    lefts = np.clip(where[drawn, 1], 0, width - w)
     treated, control = base.copy(), base.copy()
     donors = (np.asarray(images[np.sort(rng.choice(mates, size=len(chosen)))], dtype=np.float32)
               if len(mates) else None)
     for j, (top, left) in enumerate(zip(tops, lefts)):
         region = treated[j, :, top:top + h, left:left + w]
-        region[:] = np.where(mask, pattern, region)
+        region[:] = np.where(mask, member_images[j, :, top:top + h, left:left + w], region)
         if donors is not None:  # the class-mate's own pixels at that place (its strokes there, if any)
             region = control[j, :, top:top + h, left:left + w]
             region[:] = np.where(mask, donors[j, :, top:top + h, left:left + w], region)

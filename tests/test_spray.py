@@ -167,3 +167,24 @@ def test_counterfactual_confirms_a_pattern_the_model_relies_on_and_rejects_one_i
                                 pixel_std=float(images.std()), recipients=40)
     assert relied.confirmed and relied.ci_low > 0.03 and relied.flip_rate > relied.control_flip_rate
     assert not ignored.confirmed and abs(ignored.effect) < 1e-6
+
+
+def test_recurring_counterfactual_pastes_members_pattern_where_they_carry_it():
+    """The same model, a recurring candidate (the tag's window at each member's position): confirmed
+    when the model relies on the corner tag, not when it ignores it."""
+    from unhans.spray import ClusterEvidence, confirm_recurring
+
+    _, images, tagged = _stamped(90, 40, seed=1)
+    classes = np.where(tagged | (np.arange(len(tagged)) % 2 == 0), 1, 0)
+    members = np.flatnonzero(tagged)
+    evidence = ClusterEvidence(class_id=1, resolution=0, cluster=-1, size=len(members), size_fraction=0.5,
+                               window=(24, 0, 32, 8), concentration=0.3, baseline=0.05, dataset_baseline=0.05,
+                               relevance_evidence=2.0, pattern_constancy=1.0, pattern_distinctiveness=2.0,
+                               mislabel_fraction=0.0, score=2.0, members=members.tolist(), placement="recurring",
+                               pattern=images[members[0], :, 24:32, 0:8].tolist(),
+                               pattern_weights=np.ones((8, 8)).tolist(), positions=[[24, 0]] * len(members))
+    std = float(images.std())
+    relied = confirm_recurring(_corner_model(12.0), images, classes, evidence, pixel_std=std, recipients=40)
+    ignored = confirm_recurring(_corner_model(0.0), images, classes, evidence, pixel_std=std, recipients=40)
+    assert relied.confirmed and relied.ci_low > 0.03 and relied.flip_rate > relied.control_flip_rate
+    assert not ignored.confirmed and abs(ignored.effect) < 1e-6

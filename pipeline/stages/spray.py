@@ -11,7 +11,7 @@ The client only plans and gathers small summaries (:mod:`.spray_tasks` does the 
    (a fixed-window candidate from the SpRAy clusters and a recurring-pattern candidate found anywhere),
    writes its part of the ``spray`` table, its cluster means and its marker, and returns its
    summary; a rerun skips classes with a marker (their summary is in the marker);
-3. the best candidates get a counterfactual confirmation, one task each;
+3. the best flagged candidates (up to three) get a counterfactual confirmation, one task each;
 4. shard tasks find other classes' samples that carry the pattern of a candidate that will be
    flagged (score at or above the flag threshold): those samples become artifact suspects too.
    Searching every class's candidate would cost classes x samples pattern checks for nothing.
@@ -29,7 +29,7 @@ from .context import AuditContext
 from .spray_tasks import STAGE, UNASSIGNED_PART, SprayJob, SprayPlugin, plugin_name
 from .spray_tasks import analyze_class, confirm, find_carriers, regroup
 
-CONFIRM_TOP = 3  # candidates (best scores first) checked by counterfactual pasting
+CONFIRM_TOP = 3  # flagged candidates (best scores first) checked by counterfactual pasting
 PART_BYTES = 128 << 20  # class-grouped maps per regroup task (float32 H x W per sample)
 MIN_PARTS = 8  # small runs still spread the regroup pass over the workers
 PIXEL_STD_SAMPLES = 5000
@@ -57,9 +57,12 @@ def run(ctx: AuditContext) -> None:
         mark = time.perf_counter()
         candidates = sorted((s["candidate"] for s in summaries if s["candidate"]), key=lambda c: -c["score"])
         target = client.scatter(plan.target, broadcast=True)
+        # only flagged candidates: an unflagged group that the model uses is usually a class feature (a clean
+        # run, seed 1: a class-5 sub-style's pixels raised p(5) more than other 5s' pixels from the same place)
+        checked = [c for c in candidates if c["score"] >= FLAG_SCORE][:CONFIRM_TOP]
         confirmations = client.gather([client.submit(confirm, key, c, target, pure=False, retries=3)
-                                       for c in candidates[:CONFIRM_TOP]])
-        for candidate, result in zip(candidates, confirmations):
+                                       for c in checked])
+        for candidate, result in zip(checked, confirmations):
             candidate["confirmation"] = result
             ctx.log(f"spray: class {plan.name(candidate['class_id'])} candidate "
                     f"{'confirmed' if result['confirmed'] else 'rejected'} (its pattern raises p(class) by "
