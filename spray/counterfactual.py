@@ -89,6 +89,13 @@ def confirm_candidate(
     else:  # the group is the whole class: compare against the untouched recipients
         control = predict_proba(base)
     treated = predict_proba(_paste(base, donors, window, mask))
+    return _verdict(class_id, treated, control, rng, bootstrap=bootstrap, min_effect=min_effect)
+
+
+def _verdict(class_id: int, treated: np.ndarray, control: np.ndarray, rng: np.random.Generator, *,
+             bootstrap: int, min_effect: float) -> Confirmation:
+    """The paired effect on p(class) of treated vs control probabilities (n, K), its bootstrap 95%
+    interval, and the verdict (interval above ``min_effect``)."""
     diff = treated[:, class_id] - control[:, class_id]
     means = rng.choice(diff, size=(bootstrap, len(diff)), replace=True).mean(axis=1)
     low, high = np.quantile(means, [0.025, 0.975])
@@ -96,7 +103,7 @@ def confirm_candidate(
         class_id=int(class_id), effect=float(diff.mean()), ci_low=float(low), ci_high=float(high),
         flip_rate=float((treated.argmax(1) == class_id).mean()),
         control_flip_rate=float((control.argmax(1) == class_id).mean()),
-        recipients=int(len(chosen)), confirmed=bool(low > min_effect),
+        recipients=int(len(diff)), confirmed=bool(low > min_effect),
     )
 
 
@@ -146,13 +153,5 @@ def confirm_recurring(
         if donors is not None:  # the class-mate's own pixels at that place (its strokes there, if any)
             region = control[j, :, top:top + h, left:left + w]
             region[:] = np.where(mask, donors[j, :, top:top + h, left:left + w], region)
-    p_treated, p_control = predict_proba(treated), predict_proba(control)
-    diff = p_treated[:, class_id] - p_control[:, class_id]
-    means = rng.choice(diff, size=(bootstrap, len(diff)), replace=True).mean(axis=1)
-    low, high = np.quantile(means, [0.025, 0.975])
-    return Confirmation(
-        class_id=int(class_id), effect=float(diff.mean()), ci_low=float(low), ci_high=float(high),
-        flip_rate=float((p_treated.argmax(1) == class_id).mean()),
-        control_flip_rate=float((p_control.argmax(1) == class_id).mean()),
-        recipients=int(len(chosen)), confirmed=bool(low > min_effect),
-    )
+    return _verdict(class_id, predict_proba(treated), predict_proba(control), rng, bootstrap=bootstrap,
+                    min_effect=min_effect)

@@ -89,21 +89,10 @@ def match(images: np.ndarray, patterns: np.ndarray, weights: np.ndarray,
     Returns (distance (S, n): weighted RMS difference at the best position in σ_x units,
     position (S, n, 2): its top-left row and column).
     """
-    s, c, h, w = patterns.shape
-    wts, pats, const = _prepared(patterns, weights)
-    dist = np.empty((s, len(images)), np.float32)
-    pos = np.empty((s, len(images), 2), np.int64)
-    for start in range(0, len(images), CHUNK):
-        win = _windows(np.asarray(images[start:start + CHUNK], np.float32), h, w)   # (b, P, Q, D)
-        b, p, q, d = win.shape
-        flat = win.reshape(-1, d)
-        sq = (flat ** 2) @ wts.T - 2.0 * (flat @ (wts * pats).T) + const              # (b*P*Q, S)
-        sq = sq.reshape(b, p * q, s)
-        best = sq.argmin(1)                                                            # (b, S)
-        dist[:, start:start + b] = np.take_along_axis(sq, best[:, None, :], 1)[:, 0].T
-        pos[:, start:start + b, 0] = (best // q).T
-        pos[:, start:start + b, 1] = (best % q).T
-    return np.sqrt(np.clip(dist, 0, None)) / pixel_std, pos
+    h, w = patterns.shape[-2:]
+    found = [WindowBank(images[start:start + CHUNK], h, w).match(patterns, weights, pixel_std)
+             for start in range(0, len(images), CHUNK)]  # a block of windows at a time
+    return np.concatenate([d for d, _ in found], axis=1), np.concatenate([p for _, p in found], axis=1)
 
 
 class WindowBank:
@@ -116,7 +105,7 @@ class WindowBank:
         self.squared = self.flat ** 2
 
     def match(self, patterns: np.ndarray, weights: np.ndarray, pixel_std: float) -> tuple[np.ndarray, np.ndarray]:
-        """As :func:`match`, for the bank's images."""
+        """As :func:`match`, for the bank's images: Σ w (x − p)² = Σ w x² − 2 Σ w p x + Σ w p² for every window."""
         s = len(patterns)
         wts, pats, const = _prepared(patterns, weights)
         sq = (self.squared @ wts.T - 2.0 * (self.flat @ (wts * pats).T) + const).reshape(self.n, self.p * self.q, s)
@@ -155,24 +144,31 @@ def _sharp(kappa: np.ndarray) -> np.ndarray:
     return np.where(kappa >= 0.5, kappa, 0.0)
 
 
-def _seeds(shares: np.ndarray, baselines: list[np.ndarray], window: int, count: int) -> list[tuple[int, int, int]]:
-    """(sample, row, col) of the windows where samples' shares most exceed each baseline map (H, W),
-    ``count`` split between the baselines, without repeating a sample.
+def _best_windows(shares: np.ndarray, baselines: list[np.ndarray], window: int) -> list[tuple]:
+    """Per baseline map (H, W): each sample's largest windowed excess of its shares over it, that
+    window's flat index, and the number of window columns.
 
     Against the class's own mean a pattern that half the class carries at one place hardly
     stands out (it is half of that mean); against the other classes' mean it does. A pattern
     at many places is the reverse: it barely raises the class's mean anywhere."""
     from .clever_hans import window_sums
 
-    chosen: list[tuple[int, int, int]] = []
-    seen: set[int] = set()
-    per = -(-count // len(baselines))
+    out = []
     for baseline in baselines:
         excess = window_sums(shares - baseline, window)                 # (n, P, Q)
         flat = excess.reshape(len(shares), -1)
         best = flat.argmax(1)
-        value = flat[np.arange(len(shares)), best]
-        q = excess.shape[-1]
+        out.append((flat[np.arange(len(shares)), best], best, excess.shape[-1]))
+    return out
+
+
+def _seeds(best_windows: list[tuple], count: int) -> list[tuple[int, int, int]]:
+    """(sample, row, col) of the windows with the largest excesses (:func:`_best_windows`), ``count``
+    split between the baselines, without repeating a sample."""
+    chosen: list[tuple[int, int, int]] = []
+    seen: set[int] = set()
+    per = -(-count // len(best_windows))
+    for value, best, q in best_windows:
         taken = 0
         for i in np.argsort(-value, kind="stable"):
             if taken == per:
@@ -205,9 +201,9 @@ def recurring_evidence(
     search = _ClassSearch(shares[subset], images[subset], other_images, other_mean_share, pixel_std, window,
                           flags[subset], min_size)
     best = None
-    baselines = [search.grid_shares.mean(0), search.grid_other_share]
-    by_excess = _seeds(search.grid_shares, baselines, search.win, seeds)
-    every = _seeds(search.grid_shares, baselines, search.win, 2 * len(search.images))
+    windows = _best_windows(search.grid_shares, [search.grid_shares.mean(0), search.grid_other_share], search.win)
+    by_excess = _seeds(windows, seeds)
+    every = _seeds(windows, 2 * len(search.images))
     by_copies = search.most_copied(every, seeds // 2)
     for i, r, c in list(dict.fromkeys(by_copies + by_excess)):
         found = search.grow(i, r + search.pad, c + search.pad)
@@ -239,9 +235,13 @@ def recurring_distances(images: np.ndarray, evidence: ClusterEvidence, pixel_std
 
 
 def recurring_scores(images: np.ndarray, evidence: ClusterEvidence, pixel_std: float) -> np.ndarray:
-    """Per-sample artifact score against a recurring candidate: score · exp(-d / :data:`MATCH_SCALE`)."""
-    dist, _ = recurring_distances(images, evidence, pixel_std)
-    return max(evidence.score, 0.0) * np.exp(-dist / MATCH_SCALE)
+    """Per-sample artifact score against a recurring candidate (:func:`scores_at` its distances)."""
+    return scores_at(evidence, recurring_distances(images, evidence, pixel_std)[0])
+
+
+def scores_at(evidence: ClusterEvidence, distances: np.ndarray) -> np.ndarray:
+    """Artifact scores at distances (σ_x) to a recurring candidate: score · exp(-d / :data:`MATCH_SCALE`)."""
+    return max(evidence.score, 0.0) * np.exp(-np.asarray(distances) / MATCH_SCALE)
 
 
 class _ClassSearch:
@@ -345,7 +345,7 @@ class _ClassSearch:
         near = np.argsort(dist[0], kind="stable")[:NEIGHBOURS]
         pattern, kappa, strict = _constancy(aligned(self.images[near], pos[0][near], w, w), std)
         weights = self.pattern_weights(pattern, kappa, strict, rest)
-        for _round in range(2):
+        for round_ in range(3):  # group, group re-weighted on itself, group again with the ring
             if weights.sum() < 1e-6:
                 return None
             dist, pos = self.bank.match(pattern[None], weights[None], std)
@@ -354,15 +354,10 @@ class _ClassSearch:
             members = d <= cut
             if members.sum() < self.min_size or members.sum() > n - self.min_size:
                 return None
-            pattern, kappa, strict = _constancy(aligned(self.images[members], p[members], w, w), std)
-            rest = self.rest_median(~members, p[members])
-            weights = self.pattern_weights(pattern, kappa, strict, rest, ring=_round == 1)
-        dist, pos = self.bank.match(pattern[None], weights[None], std)  # the group again, with the ring
-        d, p = dist[0].astype(np.float64), pos[0]
-        cut = self.cut(d)
-        members = d <= cut
-        if members.sum() < self.min_size or members.sum() > n - self.min_size:
-            return None
+            if round_ < 2:
+                pattern, kappa, strict = _constancy(aligned(self.images[members], p[members], w, w), std)
+                rest = self.rest_median(~members, p[members])
+                weights = self.pattern_weights(pattern, kappa, strict, rest, ring=round_ == 1)
         return self._score(members, p, d, cut, pattern, kappa, rest, weights, (i, r, c))
 
     def _score(self, members, p, d, cut, pattern, kappa, rest, weights, seed) -> dict:

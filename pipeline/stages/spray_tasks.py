@@ -230,7 +230,7 @@ def find_carriers(job_key: str, start: int, stop: int, target: np.ndarray,
     """Samples in [start, stop) explained as another class whose input carries a candidate's pattern,
     with their artifact score against it (class → (sample ids, scores))."""
     from unhans.spray import ClusterEvidence, pattern_carriers, recurring_distances
-    from unhans.spray.recurring_patterns import MATCH_SCALE
+    from unhans.spray.recurring_patterns import scores_at
 
     loaded = _loaded(job_key)
     block = np.asarray(loaded.images[start:stop], dtype=np.float32)
@@ -244,8 +244,7 @@ def find_carriers(job_key: str, start: int, stop: int, target: np.ndarray,
         elif evidence.placement == "recurring":
             dist, _ = recurring_distances(block[other], evidence, std)
             hits = dist <= evidence.pattern_cut
-            scores = max(evidence.score, 0.0) * np.exp(-dist[hits] / MATCH_SCALE)
-            found[evidence.class_id] = ((other[hits] + start).tolist(), scores.tolist())
+            found[evidence.class_id] = ((other[hits] + start).tolist(), scores_at(evidence, dist[hits]).tolist())
         else:
             hits = pattern_carriers(block[other], evidence, std)
             found[evidence.class_id] = ((other[hits] + start).tolist(), [])
