@@ -91,13 +91,15 @@ def region_order(scores: Tensor, order: str, generator: torch.Generator | None =
 def pixel_flipping(
     model: nn.Module, x: Tensor, target: Tensor, relevance: Tensor, *, order: str = "morf", region: int = 1,
     regions_per_step: int = 1, max_steps: int | None = None, replacement: str = "black", batch_size: int = 1024,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | None = None, points: Tensor | None = None,
 ) -> PerturbationCurves:
     """Region-perturbation curves of ``model`` for ``x`` (B, C, *spatial) with 1 or 2 spatial dims.
 
     relevance: (B, C, *spatial) or (B, *spatial), summed over channels; region: side of a square
     region in pixels (1 = pixel-flipping); regions_per_step: regions replaced per step; max_steps:
-    stop after this many steps (default: until everything is replaced). The model runs in eval mode
+    stop after this many steps (default: until everything is replaced); points: evaluate only these
+    step indices (default 0..L; the first and last point are the same for every order, so several
+    curves of the same samples may share them). The model runs in eval mode
     under ``torch.no_grad`` (it is not modified). With ``region=1`` and single-channel inputs this is
     Quantus's ``PixelFlipping(features_in_step=regions_per_step)`` plus the unperturbed point.
     """
@@ -118,7 +120,11 @@ def pixel_flipping(
     rank = region_order(scores, order, generator)
     count = scores.shape[1]
     steps = math.ceil(count / regions_per_step) if max_steps is None else min(max_steps, math.ceil(count / regions_per_step))
-    removed_after = torch.clamp(torch.arange(steps + 1, device=x.device) * regions_per_step, max=count)  # (L+1,)
+    index = torch.arange(steps + 1, device=x.device) if points is None else torch.as_tensor(points, device=x.device)
+    if index.numel() == 0 or int(index.min()) < 0 or int(index.max()) > steps:
+        raise ValueError(f"points must be step indices in 0..{steps}, got {index.tolist()}")
+    removed_after = torch.clamp(index * regions_per_step, max=count)                               # (P,)
+    steps = len(index) - 1  # from here on: the number of evaluated points minus one
     pixel_rank = _pixel_ranks(rank, x.shape[-spatial:], region)                                    # (B, *spatial)
     fixed = _fixed_replacement(x, replacement, region)
     per_block = max(1, batch_size // (steps + 1))

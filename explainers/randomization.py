@@ -99,20 +99,24 @@ class RandomizationResult:
 def parameter_randomization(
     model: nn.Module, explain: Callable[[nn.Module, Tensor, Tensor], Tensor], x: Tensor, target: Tensor, *,
     order: str = "top_down", seed: int = 42, absolute: bool = True, batch_size: int = 256,
+    reference: Tensor | None = None,
 ) -> RandomizationResult:
     """The randomization test: ``explain(model, x, target) -> relevance like x`` for the trained model and each
     randomized one (:func:`randomized_models`), compared per sample with :func:`spearman`.
 
     ``explain`` must build its explainer for the model it gets (the randomized copies change in place).
-    Explanations are computed ``batch_size`` samples at a time.
+    Explanations are computed ``batch_size`` samples at a time; ``reference``: the trained model's
+    explanations when they are at hand already.
     """
-    def explained(m: nn.Module) -> Tensor:
-        out = torch.cat([explain(m, x[i:i + batch_size], target[i:i + batch_size])
-                         for i in range(0, len(x), batch_size)])
+    def prepared(out: Tensor) -> Tensor:
         out = out.detach().flatten(1).float()
         return out.abs() if absolute else out
 
-    reference = explained(model)
+    def explained(m: nn.Module) -> Tensor:
+        return prepared(torch.cat([explain(m, x[i:i + batch_size], target[i:i + batch_size])
+                                   for i in range(0, len(x), batch_size)]))
+
+    reference = explained(model) if reference is None else prepared(reference)
     layers, rows = [], []
     for name, randomized in randomized_models(model, order=order, seed=seed):
         layers.append(name)

@@ -1,7 +1,7 @@
 """``unhans audit``: the stage list and the resume loop.
 
-Embedded digits: data → train (recording dynamics) → explain → dynamics → spray → flags → report.
-Your own data (``input:`` + ``model:``): data → explain → dynamics → spray → flags → report, with
+Embedded digits: data → train (recording dynamics) → explain → faithfulness → dynamics → spray → flags → report.
+Your own data (``input:`` + ``model:``): data → explain → faithfulness → dynamics → spray → flags → report, with
 no training stage. Each stage lives in :mod:`unhans.pipeline.stages` under its marker's name; a
 stage whose marker exists is skipped on a rerun, and the explain stage also resumes unit by unit.
 Stages talk only through the run directory (:mod:`unhans.storage`).
@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 
 from .config import AuditConfig, to_dict
-from .stages import data, dynamics, explain, flags, report, spray, train
+from .stages import data, dynamics, explain, faithfulness, flags, report, spray, train
 from .stages.context import AuditContext
 
-EMBEDDED_STAGES = [data, train, explain, dynamics, spray, flags, report]
-USER_STAGES = [data, explain, dynamics, spray, flags, report]
+EMBEDDED_STAGES = [data, train, explain, faithfulness, dynamics, spray, flags, report]
+USER_STAGES = [data, explain, faithfulness, dynamics, spray, flags, report]
 
 
 def stages_for(config: AuditConfig) -> list:

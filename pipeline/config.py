@@ -111,6 +111,22 @@ class SprayConfig:
 
 
 @dataclass
+class FaithfulnessConfig:
+    """The audit's check of its own heatmaps (:mod:`unhans.explainers.explainer_check`) on a stratified
+    subsample: region perturbation against a random ordering and the gradient, and cascading parameter
+    randomization. ``region: 0`` = the input's shorter side / 8 (at least 1 pixel)."""
+
+    enabled: bool = True
+    samples: int = 256
+    seed: int = 0
+    region: int = 0
+    steps: int = 8
+    replacement: Literal["black", "mean", "blur", "inpaint"] = "blur"
+    randomization: bool = True
+    similarity_limit: float = 0.8
+
+
+@dataclass
 class ReportConfig:
     """``report.html``: ``top_k`` classes get the detailed section (flagged first, then the highest
     Clever-Hans scores); every class gets a row in the overview. May change between reruns."""
@@ -189,6 +205,7 @@ class AuditConfig:
     explain: ExplainConfig = field(default_factory=ExplainConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     spray: SprayConfig = field(default_factory=SprayConfig)
+    faithfulness: FaithfulnessConfig = field(default_factory=FaithfulnessConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
 
     def __post_init__(self) -> None:
@@ -373,6 +390,14 @@ def _validate_ranges(obj: Any, where: str) -> None:
             fail("pool_size", f"must be at least 1, got {obj.pool_size}")
         if obj.region_grid < 1:
             fail("region_grid", f"must be at least 1, got {obj.region_grid}")
+    elif isinstance(obj, FaithfulnessConfig):
+        for key in ("samples", "steps"):
+            if getattr(obj, key) < 1:
+                fail(key, f"must be at least 1, got {getattr(obj, key)}")
+        if obj.region < 0:
+            fail("region", f"must be 0 (auto) or a positive number of pixels, got {obj.region}")
+        if not 0.0 < obj.similarity_limit <= 1.0:
+            fail("similarity_limit", f"must be in (0, 1], got {obj.similarity_limit}")
     elif isinstance(obj, ReportConfig):
         if obj.top_k < 0:
             fail("top_k", f"must be at least 0, got {obj.top_k}")

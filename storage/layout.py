@@ -11,6 +11,7 @@
     RUN/dynamics/epoch-*.npz       a trajectory recorded by the audit's own training stage
     RUN/model.pt                   the embedded path's trained model
     RUN/spray.json                 per-class SpRAy results and Clever-Hans candidates
+    RUN/faithfulness.json          the check of the heatmaps themselves (curves, randomization, warnings)
     RUN/spray_cluster_means/<class>.npz   mean heatmap per cluster of that class (for the report)
     RUN/spray_class_maps/part-*.npy|.npz  relevance maps regrouped by class while the spray stage
                                    runs (deleted when it finishes)
@@ -30,6 +31,7 @@ INPUTS = "inputs"
 DYNAMICS = "dynamics"
 MODEL = "model.pt"
 SPRAY = "spray.json"
+FAITHFULNESS = "faithfulness.json"
 CLUSTER_MEANS = "spray_cluster_means"
 CLASS_MAPS = "spray_class_maps"
 SUMMARY = "summary.json"
@@ -97,6 +99,10 @@ class RunLayout:
     @property
     def spray(self) -> Path:
         return self.root / SPRAY
+
+    @property
+    def faithfulness(self) -> Path:
+        return self.root / FAITHFULNESS
 
     @property
     def cluster_means(self) -> Path:

@@ -30,7 +30,7 @@ def test_the_run_directory_holds_report_summary_zarr_and_parquet(audit):
     assert set(flags.column_names) >= {"artifact_score", "artifact_suspect", "mislabel_score", "mislabel_suspect"}
     assert json.loads((out / "summary.json").read_text()) == summary
     # wall time of every stage before flags, for nightly comparisons
-    assert set(summary["stages"]) == {"data", "train", "explain", "dynamics", "spray"}
+    assert set(summary["stages"]) == {"data", "train", "explain", "faithfulness", "dynamics", "spray"}
     assert all(stage["seconds"] > 0 for stage in summary["stages"].values())
     explain = summary["stages"]["explain"]
     assert explain["samples_per_second"] == pytest.approx(1257 / explain["seconds"], rel=1e-2)
@@ -43,6 +43,19 @@ def test_lrp_heatmaps_conserve_the_explained_logit(audit):
     # biases absorb some relevance; the bulk must still arrive at the input
     assert np.median(ratio) > 0.8 and np.all(np.isfinite(ratio))
     assert all(status == "ok" for status in samples["status"])
+
+
+def test_the_audit_checks_its_own_heatmaps_and_trusts_lrp_on_the_digits(audit):
+    out, summary = audit
+    check = summary["faithfulness"]
+    assert check["samples"] == 256 and check["method"] == "lrp"
+    assert check["trustworthy"] is True and check["warnings"] == []
+    # LRP removes the evidence faster than a random ordering, and its heatmaps change with the weights
+    assert check["advantage_over_random"]["ci95"][0] > 0
+    assert check["randomization"]["final"] < check["randomization"]["limit"]
+    assert len(check["mean_curves"]["logit"]["explainer_morf"]) == len(check["removed"]) == 9
+    report = (out / "report.html").read_text()
+    assert "Can the audit trust its heatmaps?" in report and "failed a sanity check" not in report
 
 
 def test_default_config_finds_the_tag_and_the_flipped_labels(audit):

@@ -32,7 +32,7 @@ def reference(tmp_path_factory):
 def _without_explain(reference: Path, target: Path) -> Path:
     """A copy of the reference run as it was right after training (same model, same data)."""
     shutil.copytree(reference / "reference", target)
-    for stage in ("explain", "dynamics", "spray", "flags", "report"):
+    for stage in ("explain", "faithfulness", "dynamics", "spray", "flags", "report"):
         (target / "markers" / f"{stage}.done").unlink()
     shutil.rmtree(target / "markers" / "explain")
     shutil.rmtree(target / "heatmaps.zarr")

@@ -1,7 +1,8 @@
 """Assembling ``RUN/report.html`` from its sections.
 
-Sections, in reading order: header (run, dataset, model, stage times) and cards; the evaluation
-against injected ground truth (embedded dataset only); the class overview (every class, one
+Sections, in reading order: header (run, dataset, model, stage times) and cards, with a warning
+when the heatmaps failed their sanity check; the evaluation against injected ground truth
+(embedded dataset only); whether the heatmaps can be trusted (faithfulness); the class overview (every class, one
 row); the classes in detail (``top_k``: flagged ones first, then the highest Clever-Hans
 scores); the mislabel section (data map, most likely mislabeled); configuration and versions.
 No section grows with the number of samples, and only the overview grows with the number of
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .classes import class_section
+from .faithfulness import faithfulness_section, trust_banner
 from .data import ReportData
 from .markup import CSS, SORT_SCRIPT, e, fmt
 from .mislabels import mislabel_section
@@ -55,12 +57,13 @@ def write_report(run: Path, images, *, mean=None, std=None, top_k: int = DEFAULT
     detailed = detailed_classes(data, top_k)
     by_class = {info["class_id"]: info for info in data.spray["classes"]}
     out = [f"<!doctype html><html><head><meta charset='utf-8'><title>unhans audit — {e(data.run.name)}</title>"
-           f"<style>{CSS}</style></head><body>", _header(data)]
+           f"<style>{CSS}</style></head><body>", _header(data), trust_banner(data.summary.get("faithfulness"))]
     if "evaluation" in data.summary:
         out.append("<h2>Evaluation against the injected ground truth</h2><p class='muted'>The embedded dataset "
                    "keeps which images were tagged and which labels were flipped; the detectors never read it.</p><table>")
         out += [f"<tr><th>{e(k)}</th><td>{fmt(v)}</td></tr>" for k, v in data.summary["evaluation"].items()]
         out.append("</table>")
+    out.append(faithfulness_section(data.summary.get("faithfulness")))
     out.append(overview_section(data, detailed))
     out.append(f"<h2>Classes in detail</h2><p class='muted'>{len(detailed)} of {data.num_classes} classes: flagged "
                "ones first, then the highest Clever-Hans scores (<code>report.top_k</code> sets how many). Green "
@@ -92,7 +95,7 @@ def _header(data: ReportData) -> str:
            f"{e(dataset.get('name'))} ({e(dataset.get('kind', ''))}, {dataset.get('num_classes')} classes) · "
            f"{summary['samples']['total']} samples · {model_text}</div>"]
     stages = summary.get("stages") or {}
-    order = ["data", "train", "explain", "dynamics", "spray"]  # pipeline order (the JSON keys are sorted)
+    order = ["data", "train", "explain", "faithfulness", "dynamics", "spray"]  # pipeline order (the JSON keys are sorted)
     timed = [f"{e(name)} {stages[name]['seconds']:.1f} s" for name in order
              if stages.get(name, {}).get("seconds") is not None]
     if timed:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+from html import escape
 import io
 
 import numpy as np
@@ -164,3 +165,59 @@ def density_map_uri(x: np.ndarray, y: np.ndarray, colour_value: np.ndarray, *, e
     alpha = np.where(count > 0, 0.35 + 0.65 * np.log1p(count) / np.log1p(max(count.max(), 1.0)), 0.0)
     rgba = np.concatenate([rgb, alpha[:, None]], axis=1).reshape(pixels, pixels, 4)
     return _png_data_uri(rgba, 1, rgba=True)
+
+
+def line_chart_svg(series: list[tuple[str, list[float], list[float], str, bool]], *, x_label: str, y_label: str,
+                   x_ticks: list[str] | None = None, limit: float | None = None, width: int = 360,
+                   height: int = 220) -> str:
+    """Lines (label, xs, ys, colour, dashed) on shared axes, a legend, and an optional dashed horizontal
+    ``limit``; ``x_ticks`` names the points of the first series (else the x range is printed)."""
+    points = [(x, y) for _, xs, ys, _, _ in series for x, y in zip(xs, ys) if np.isfinite(y)]
+    if not points:
+        return ""
+    xs_all, ys_all = np.array([p[0] for p in points], float), np.array([p[1] for p in points], float)
+    if limit is not None:
+        ys_all = np.append(ys_all, limit)
+    x0, x1 = float(xs_all.min()), float(xs_all.max()) or 1.0
+    y0, y1 = float(ys_all.min()), float(ys_all.max())
+    if y1 - y0 < 1e-9:
+        y0, y1 = y0 - 0.5, y1 + 0.5
+    left, right, top, bottom = 44, 110, 10, 34
+
+    def px(x: float) -> float:
+        return left + (x - x0) / ((x1 - x0) or 1.0) * (width - left - right)
+
+    def py(y: float) -> float:
+        return top + (y1 - y) / (y1 - y0) * (height - top - bottom)
+
+    parts = [f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" class="chart">'
+             f'<rect width="100%" height="100%" fill="#fafafa"/>'
+             f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" stroke="#bbb"/>'
+             f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" stroke="#bbb"/>'
+             f'<text x="{left - 4}" y="{top + 8}" font-size="10" text-anchor="end" fill="#666">{y1:.2g}</text>'
+             f'<text x="{left - 4}" y="{height - bottom}" font-size="10" text-anchor="end" fill="#666">{y0:.2g}</text>'
+             f'<text x="{(left + width - right) / 2:.0f}" y="{height - 4}" font-size="11" text-anchor="middle" '
+             f'fill="#444">{escape(x_label)}</text>'
+             f'<text x="12" y="{(top + height - bottom) / 2:.0f}" font-size="11" text-anchor="middle" fill="#444" '
+             f'transform="rotate(-90 12 {(top + height - bottom) / 2:.0f})">{escape(y_label)}</text>']
+    if x_ticks:
+        for x, tick in zip(series[0][1], x_ticks):
+            parts.append(f'<text x="{px(x):.1f}" y="{height - bottom + 12}" font-size="9" text-anchor="middle" '
+                         f'fill="#666">{escape(tick)}</text>')
+    else:
+        parts.append(f'<text x="{left}" y="{height - bottom + 12}" font-size="9" fill="#666">{x0:.2g}</text>'
+                     f'<text x="{width - right}" y="{height - bottom + 12}" font-size="9" text-anchor="end" '
+                     f'fill="#666">{x1:.2g}</text>')
+    if limit is not None:
+        parts.append(f'<line x1="{left}" y1="{py(limit):.1f}" x2="{width - right}" y2="{py(limit):.1f}" '
+                     f'stroke="#d55e00" stroke-dasharray="4 3"/>')
+    for i, (label, xs, ys, colour, dashed) in enumerate(series):
+        path = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in zip(xs, ys) if np.isfinite(y))
+        dash = ' stroke-dasharray="5 3"' if dashed else ""
+        parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"{dash}/>'
+                     f'<line x1="{width - right + 8}" y1="{top + 8 + 16 * i}" x2="{width - right + 26}" '
+                     f'y2="{top + 8 + 16 * i}" stroke="{colour}" stroke-width="2"{dash}/>'
+                     f'<text x="{width - right + 30}" y="{top + 12 + 16 * i}" font-size="10" fill="#333">'
+                     f'{escape(label)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)

@@ -9,7 +9,7 @@ from .context import AuditContext
 
 STAGE = "flags"
 SUMMARY_SCHEMA_VERSION = 2
-TIMED_STAGES = ("data", "train", "explain", "dynamics", "spray")
+TIMED_STAGES = ("data", "train", "explain", "faithfulness", "dynamics", "spray")
 
 
 def run(ctx: AuditContext) -> None:
@@ -80,6 +80,7 @@ def run(ctx: AuditContext) -> None:
             "artifact_suspects": int(artifact_suspect.sum()),
         },
         "mislabel": {"suspects": int(mislabel_suspect.sum()), "evidence": dynamics_info.get("evidence")},
+        "faithfulness": _faithfulness(layout),
         "stages": _stage_seconds(ctx.markers, n),
     }
     if config.embedded:  # the embedded dataset carries ground truth
@@ -89,6 +90,14 @@ def run(ctx: AuditContext) -> None:
                            mislabel_suspects=int(mislabel_suspect.sum()))
     ctx.log(f"flags: {len(flagged)} Clever-Hans cluster(s), {int(artifact_suspect.sum())} artifact suspects, "
             f"{int(mislabel_suspect.sum())} mislabel suspects")
+
+
+def _faithfulness(layout) -> dict | None:
+    """The explainer check's summary (faithfulness.json) without its per-sample ids, or None when disabled."""
+    if not layout.faithfulness.exists():
+        return None
+    check = json.loads(layout.faithfulness.read_text())
+    return {k: v for k, v in check.items() if k != "sample_ids"}
 
 
 def _evaluation(ctx: AuditContext, ranking, artifact_suspect, artifact_score, mislabel_score) -> dict:
