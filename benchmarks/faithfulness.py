@@ -14,9 +14,11 @@
      LRP heatmaps against :func:`unhans.explainers.faithfulness.pixel_flipping` with as many steps
      (64 on the digits, 48 on resnet18: Quantus needs its step to divide the pixel count), so both
      run the same number of forward passes (on the single-channel digits the curves are compared
-     too; LRP heatmaps have exact ties, which the two sorts may order differently);
+     too; LRP heatmaps have exact ties, which the two sorts may order differently); and the bare
+     forward passes of as many inputs, the floor for any implementation;
    - MPRT: ``quantus.MPRT()`` (top-down cascade, Spearman of |R|) with the unhans LRP adapter as
-     ``explain_func`` against :func:`unhans.explainers.randomization.parameter_randomization`.
+     ``explain_func`` against :func:`unhans.explainers.randomization.parameter_randomization`, and
+     the time of the LRP explanations both must compute (one per layer and the trained model's).
 
     python benchmarks/faithfulness.py              # everything (~15 min on 2 cores)
     python benchmarks/faithfulness.py --rounds 1   # one audit pair
@@ -104,6 +106,17 @@ def aopc_table(model, x, y) -> dict[str, tuple[float, float]]:
     return table
 
 
+def forward_floor(model, x, steps: int) -> float:
+    """Seconds of the model's forward passes alone on ``steps`` copies of ``x`` (batches of 256): what any
+    pixel-flipping of that many steps must spend, whatever it does around them."""
+    inputs = x.repeat(steps, *[1] * (x.ndim - 1))
+    start = time.perf_counter()
+    with torch.no_grad():
+        for i in range(0, len(inputs), 256):
+            model(inputs[i:i + 256])
+    return time.perf_counter() - start
+
+
 def same_steps(channels: int, pixels: int, target: int = 64) -> tuple[int, int, int]:
     """(steps, Quantus features_in_step, unhans pixels per step) giving both the same number of steps, about
     ``target``. Quantus flips single features (a pixel's channels one by one) and needs features_in_step to
@@ -138,11 +151,13 @@ def speed(model, x, y, label: str) -> tuple[float, float]:
     theirs = np.array(metric(model=model, x_batch=x.numpy(), y_batch=y.numpy(), a_batch=a, device="cpu",
                              softmax=True))
     t_theirs = time.perf_counter() - start
+    floor = forward_floor(model, x, steps)
     agree = ""
     if x.shape[1] == 1:
         agree = f", max |difference| of the curves {np.abs(ours.probabilities[:, 1:].numpy() - theirs).max():.1e}"
     print(f"{label} pixel-flipping ({steps} steps, 256 samples): unhans {t_ours:.1f} s, Quantus {t_theirs:.1f} s, "
-          f"speed-up {t_theirs / t_ours:.2f}x{agree}", flush=True)
+          f"speed-up {t_theirs / t_ours:.2f}x{agree}; the bare forward passes of the same {steps} x {len(x)} "
+          f"inputs alone take {floor:.1f} s (Quantus / floor {t_theirs / floor:.2f})", flush=True)
     pf = t_theirs / t_ours
 
     def lrp(m, xs, ts):
@@ -158,8 +173,13 @@ def speed(model, x, y, label: str) -> tuple[float, float]:
     t_theirs = time.perf_counter() - start
     gap = max(float(np.abs(result.similarity[i].numpy() - np.array(scores[name])).max())
               for i, name in enumerate(result.layers))
+    start = time.perf_counter()
+    lrp(model, x, y)
+    floor = (time.perf_counter() - start) * (len(result.layers) + 1)
     print(f"{label} MPRT ({len(result.layers)} layers, 256 samples): unhans {t_ours:.1f} s, Quantus {t_theirs:.1f} s, "
-          f"speed-up {t_theirs / t_ours:.2f}x, max |difference| of the correlations {gap:.1e}", flush=True)
+          f"speed-up {t_theirs / t_ours:.2f}x, max |difference| of the correlations {gap:.1e}; the "
+          f"{len(result.layers) + 1} LRP explanations of 256 samples alone take {floor:.1f} s "
+          f"(Quantus / floor {t_theirs / floor:.2f})", flush=True)
     return pf, t_theirs / t_ours
 
 

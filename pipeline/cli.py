@@ -9,8 +9,9 @@ from unhans.explainers.registry import COMPOSITES, METHODS
 
 DESCRIPTION = """\
 unhans audits a dataset and a classifier: LRP heatmaps for every sample (on a Dask
-cluster), spectral relevance analysis (SpRAy) per class, training dynamics (forgetting,
-cartography, area under the margin), Clever-Hans and mislabel flags, a report.
+cluster), a check that the heatmaps track the model (pixel-flipping, parameter randomization),
+spectral relevance analysis (SpRAy) per class, training dynamics (forgetting, cartography,
+area under the margin), Clever-Hans and mislabel flags, a report.
 """
 
 
@@ -217,6 +218,13 @@ def _cmd_audit(args) -> int:
           + (f"; top of the ranking: {ranking[0].get('class_name', ranking[0]['class_id'])}" if ranking else "")
           + f"; {summary['clever_hans']['artifact_suspects']} artifact suspects, "
           f"{summary['mislabel']['suspects']} mislabel suspects, {summary['samples']['quarantined']} quarantined")
+    check = summary.get("faithfulness")
+    if check:
+        randomized = (f", randomized-model heatmaps correlate {check['randomization']['final']:.2f}"
+                      if check.get("randomization") else "")
+        state = "trustworthy" if check["trustworthy"] else "NOT TRUSTWORTHY (" + "; ".join(check["warnings"]) + ")"
+        print(f"heatmaps: {state}: AOPC {check['aopc']['explainer']:.3f} vs random {check['aopc']['random']:.3f}"
+              + randomized, file=sys.stdout if check["trustworthy"] else sys.stderr)
     if "evaluation" in summary:
         ev = summary["evaluation"]
         print("evaluation against injected ground truth: " + ", ".join(
