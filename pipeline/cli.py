@@ -146,6 +146,41 @@ def _dynamics_parser(sub) -> None:
     p.set_defaults(func=_cmd_dynamics)
 
 
+def _compare_parser(sub) -> None:
+    p = sub.add_parser(
+        "compare", help="what changed between two audit runs (exit 1 on alarms, for nightly jobs)",
+        description="Compare two finished audit runs by sample key: Clever-Hans classes that appeared or "
+                    "disappeared (findings matched by pattern and members), suspects added/removed/kept, new and "
+                    "removed samples, changed labels, the evaluation block, stage times. Prints a short summary; "
+                    "exits 1 when an alarm condition (--fail-on) holds, else 0.",
+    )
+    p.add_argument("old", metavar="OLD", help="the earlier run directory")
+    p.add_argument("new", metavar="NEW", help="the later run directory")
+    p.add_argument("--json", default=None, metavar="FILE", help="write the whole comparison as JSON")
+    p.add_argument("--html", default=None, metavar="FILE", help="write a self-contained HTML page")
+    p.add_argument("--fail-on", default="new-flag,suspects:25%,untrusted", metavar="LIST",
+                   help="alarm conditions, comma-separated: new-flag (a class newly flagged), suspects:PCT "
+                        "(artifact or mislabel suspects grew by more than PCT), slower (a stage 50%% and 1 s "
+                        "slower), untrusted (the heatmaps failed their check); none = never "
+                        "(default: new-flag,suspects:25%%,untrusted)")
+    p.set_defaults(func=_cmd_compare)
+
+
+def _cmd_compare(args) -> int:
+    from .comparison import FailOn, compare_runs, summary_text, write_html
+
+    result = compare_runs(args.old, args.new, FailOn.parse(args.fail_on))
+    print(summary_text(result))
+    if args.json:
+        from unhans.storage.atomic import write_json_atomic
+
+        write_json_atomic(Path(args.json), result)
+        print(f"json: {args.json}")
+    if args.html:
+        print(f"html: {write_html(result, args.html)}")
+    return result["exit_code"]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unhans", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"unhans {_version()}")
@@ -153,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     _audit_parser(sub)
     _explain_parser(sub)
     _dynamics_parser(sub)
+    _compare_parser(sub)
     return parser
 
 
@@ -297,7 +333,7 @@ def _is_user_error(exc: Exception) -> bool:
         return True
     names = {base.__name__ for base in type(exc).__mro__}
     return bool(names & {"SourceError", "ModelLoadError", "UnsupportedModelError", "RunMismatchError",
-                         "TrajectoryMismatchError"})
+                         "TrajectoryMismatchError", "CompareError"})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,79 @@
+"""``unhans compare``: what changed between two audits, keyed by sample key, with an exit code for nightly jobs."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from unhans.pipeline import run_audit
+from unhans.pipeline.cli import main
+from unhans.pipeline.comparison import CompareError, FailOn, compare_runs
+from unhans.pipeline.config import from_dict
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The embedded default (tag on class 3) and the same data with the tag on class 5."""
+    root = tmp_path_factory.mktemp("compare")
+    fast = {"spray": {"umap": False}}
+    run_audit(from_dict(fast), root / "tag3", quiet=True)
+    run_audit(from_dict({**fast, "dataset": {"artifact": {"class": 5, "fraction": 0.5}}}), root / "tag5", quiet=True)
+    return root
+
+
+def test_a_moved_shortcut_names_the_class_that_appeared_and_the_one_that_disappeared(runs, capsys):
+    code = main(["compare", str(runs / "tag3"), str(runs / "tag5"), "--json", str(runs / "c.json"),
+                 "--html", str(runs / "c.html")])
+    assert code == 1
+    result = json.loads((runs / "c.json").read_text())
+    assert result["clever_hans"]["appeared"] == ["5"] and result["clever_hans"]["disappeared"] == ["3"]
+    assert result["alarms"] == ["new Clever-Hans class(es): 5"]
+    # the same tag, now on class 5: matched by its pattern, with no member in common
+    (moved,) = [c for c in result["clever_hans"]["candidates"] if c["status"] == "kept"]
+    assert moved["class"] == "3" and moved["class_new"] == "5" and moved["members_jaccard"] == 0.0
+    assert result["samples"]["added"] == 0 and result["labels_changed"]["count"] == 0
+    out = capsys.readouterr().out
+    assert "appeared: 5" in out and "disappeared: 3" in out
+    page = (runs / "c.html").read_text()
+    assert "<script" not in page and "new Clever-Hans class(es): 5" in page
+    assert set(result["evaluation"]) == {"old", "new"}
+
+
+def test_a_run_compared_with_itself_reports_no_change(runs, capsys):
+    assert main(["compare", str(runs / "tag3"), str(runs / "tag3")]) == 0
+    result = compare_runs(runs / "tag3", runs / "tag3")
+    ch = result["clever_hans"]
+    assert ch["appeared"] == ch["disappeared"] == [] and result["alarms"] == []
+    assert [c["status"] for c in ch["candidates"]] == ["kept"] and ch["candidates"][0]["members_jaccard"] == 1.0
+    for counts in (result["samples"], *result["suspects"].values()):
+        assert counts["added"] == counts["removed"] == 0
+    assert "alarms: none" in capsys.readouterr().out
+
+
+def test_a_grown_dataset_reports_exactly_the_new_images_as_new_samples(runs, tmp_path):
+    images = np.load(runs / "tag3" / "inputs" / "images.npy")
+    labels = np.load(runs / "tag3" / "inputs" / "labels.npy")
+    model = {"kind": "factory", "factory": "unhans.pipeline.small_cnn:small_cnn",
+             "kwargs": {"in_channels": 1, "num_classes": 10, "image_size": 32},
+             "checkpoint": str(runs / "tag3" / "model.pt")}
+    for name, n in (("small", 400), ("grown", 450)):
+        np.save(tmp_path / f"{name}_x.npy", images[:n])
+        np.save(tmp_path / f"{name}_y.npy", labels[:n])
+        config = {"input": {"kind": "npy", "path": str(tmp_path / f"{name}_x.npy"),
+                            "labels_path": str(tmp_path / f"{name}_y.npy")},
+                  "model": model, "spray": {"umap": False}, "faithfulness": {"samples": 64}}
+        run_audit(from_dict(config), tmp_path / name, quiet=True)
+    result = compare_runs(tmp_path / "small", tmp_path / "grown", FailOn.parse("none"))
+    samples = result["samples"]
+    assert (samples["old"], samples["new"], samples["added"], samples["removed"], samples["kept"]) == (400, 450, 50, 0, 400)
+    assert samples["added_keys"] == sorted(str(i) for i in range(400, 450))[:20]
+    assert result["alarms"] == [] and result["exit_code"] == 0
+
+
+def test_bad_fail_on_and_unfinished_runs_are_clear_errors(tmp_path):
+    with pytest.raises(CompareError, match="unknown condition 'sometimes'"):
+        FailOn.parse("new-flag,sometimes")
+    assert FailOn.parse("suspects:10%").suspects == pytest.approx(0.1)
+    with pytest.raises(CompareError, match="no summary.json"):
+        compare_runs(tmp_path, tmp_path)
