@@ -25,16 +25,22 @@ def stages_for(config: AuditConfig) -> list:
     return EMBEDDED_STAGES if config.embedded else USER_STAGES
 
 
-def run_audit(config: AuditConfig, out: str | Path, *, force: bool = False, quiet: bool = False) -> dict:
+def run_audit(config: AuditConfig, out: str | Path, *, force: bool = False, quiet: bool = False,
+              reuse: str | Path | None = None) -> dict:
     """Run every stage not yet finished in ``out``; returns summary.json as a dict.
 
-    ``force`` starts the run directory over (its old outputs are deleted first).
+    ``force`` starts the run directory over (its old outputs are deleted first); ``reuse``: an earlier
+    run whose explanations of unchanged samples are copied instead of recomputed
+    (:mod:`unhans.pipeline.stages.explain_reuse`).
     """
     from unhans.storage import RunLayout, init_run, prepare_run_dir
 
     layout = RunLayout(Path(out))
     prepare_run_dir(layout.root, force=force)
-    ctx = AuditContext(config=config, layout=layout, markers=init_run(layout.root, to_dict(config)), quiet=quiet)
+    if reuse is not None and Path(reuse).resolve() == layout.root.resolve():
+        raise FileExistsError(f"--reuse {reuse}: the earlier run must be another directory than --out")
+    ctx = AuditContext(config=config, layout=layout, markers=init_run(layout.root, to_dict(config)), quiet=quiet,
+                       reuse=Path(reuse) if reuse is not None else None)
     total = time.perf_counter()
     try:
         for stage in stages_for(config):

@@ -44,6 +44,10 @@ def _audit_parser(sub) -> None:
     p.add_argument("--out", default="runs/audit", metavar="DIR", help="run directory (default: runs/audit)")
     p.add_argument("--seed", type=int, default=None, metavar="N",
                    help="override every seed (data, label noise, training, SpRAy)")
+    p.add_argument("--reuse", default=None, metavar="OLD",
+                   help="an earlier run: samples with the same key and content, explained by the same model and "
+                        "settings, take their heatmaps and rows from OLD (copied); only new or changed samples are "
+                        "explained")
     g = p.add_argument_group("your own data and model (config sections input:, model:, dynamics:)")
     _add_input_options(g)
     g.add_argument("--model", metavar="SPEC", help="package.module:callable (model.factory) or a torchvision name (model.name)")
@@ -241,7 +245,7 @@ def _cmd_audit(args) -> int:
     config = from_dict(data)
     if args.seed is not None:
         config = config.with_seed(args.seed)
-    summary = run_audit(config, args.out, force=args.force, quiet=args.quiet)
+    summary = run_audit(config, args.out, force=args.force, quiet=args.quiet, reuse=args.reuse)
     from unhans.storage.layout import RunLayout
 
     layout = RunLayout(Path(args.out))

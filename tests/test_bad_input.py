@@ -258,7 +258,7 @@ def test_nan_inf_inputs_and_non_finite_outputs_are_quarantined(arrays):
                                                             labels_path=str(arrays / "y.npy")),
                      model=ModelConfig(factory=FACTORY, checkpoint=str(arrays / "model.pt"), kwargs={"in_channels": 3}),
                      explain=ExplainConfig(device="cpu"))
-    stored, rows, _ = explain_range(LoadedJob(job), 0, 8)
+    stored, rows, _, _ = explain_range(LoadedJob(job), 0, 8)
     status, errors = rows.column("status").to_pylist(), rows.column("error").to_pylist()
     assert errors[2] == "input contains NaN" and errors[3] == "input contains Inf"
     assert errors[4] in ("model output contains NaN or Inf", "explanation contains NaN or Inf")
@@ -272,7 +272,7 @@ def test_labels_outside_the_models_classes_are_quarantined_when_explaining_the_l
                                                             labels_path=str(arrays / "labels.npy")),
                      model=ModelConfig(factory=FACTORY, checkpoint=str(arrays / "model.pt"), kwargs={"in_channels": 3}),
                      explain=ExplainConfig(target="label", device="cpu"))
-    _, rows, _ = explain_range(LoadedJob(job), 0, 4)
+    _, rows, _, _ = explain_range(LoadedJob(job), 0, 4)
     assert rows.column("error").to_pylist()[:3] == ["", "label 12 is outside 0..9", "label -3 is outside 0..9"]
 
 
@@ -313,7 +313,7 @@ def test_concept_relevance_is_stored_per_sample_and_zero_where_quarantined(array
     job = ExplainJob(run_dir=str(arrays), input=InputConfig(kind="npy", path=str(arrays / "bad.npy"),
                                                             labels_path=str(arrays / "y.npy")),
                      model=model, explain=ExplainConfig(device="cpu", concepts=True, batch_size=3))
-    _, rows, outputs = explain_range(LoadedJob(job), 0, 6)
+    _, rows, outputs, _ = explain_range(LoadedJob(job), 0, 6)
     stored = np.asarray(outputs.column("concepts").to_pylist(), np.float32)
     explainer = LRP(build_model(model, "cpu"))
     ok = [0, 1, 3, 4, 5]

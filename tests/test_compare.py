@@ -51,20 +51,36 @@ def test_a_run_compared_with_itself_reports_no_change(runs, capsys):
     assert "alarms: none" in capsys.readouterr().out
 
 
-def test_a_grown_dataset_reports_exactly_the_new_images_as_new_samples(runs, tmp_path):
+def test_a_grown_dataset_is_reaudited_incrementally_and_reports_exactly_the_new_images(runs, tmp_path):
+    import shutil
+
+    import zarr
+
     images = np.load(runs / "tag3" / "inputs" / "images.npy")
     labels = np.load(runs / "tag3" / "inputs" / "labels.npy")
     model = {"kind": "factory", "factory": "unhans.pipeline.small_cnn:small_cnn",
              "kwargs": {"in_channels": 1, "num_classes": 10, "image_size": 32},
              "checkpoint": str(runs / "tag3" / "model.pt")}
-    for name, n in (("small", 400), ("grown", 450)):
-        np.save(tmp_path / f"{name}_x.npy", images[:n])
-        np.save(tmp_path / f"{name}_y.npy", labels[:n])
+    grown = images[:450].copy()
+    grown[10] = np.flip(grown[10], axis=-1)  # the same key, other content: must be explained again
+    for name, x in (("small", images[:400]), ("grown", grown)):
+        np.save(tmp_path / f"{name}_x.npy", x)
+        np.save(tmp_path / f"{name}_y.npy", labels[:len(x)])
         config = {"input": {"kind": "npy", "path": str(tmp_path / f"{name}_x.npy"),
                             "labels_path": str(tmp_path / f"{name}_y.npy")},
-                  "model": model, "spray": {"umap": False}, "faithfulness": {"samples": 64}}
-        run_audit(from_dict(config), tmp_path / name, quiet=True)
+                  "model": model, "spray": {"umap": False}, "faithfulness": {"samples": 64},
+                  "explain": {"shard_size": 64}}
+        run_audit(from_dict(config), tmp_path / name, quiet=True,
+                  reuse=tmp_path / "small" if name == "grown" else None)
+    info = json.loads((tmp_path / "grown" / "markers" / "explain.done").read_text())
+    assert (info["reused_samples"], info["explained_samples"]) == (399, 51)
+    old = zarr.open_array(tmp_path / "small" / "heatmaps.zarr", mode="r")[:]
     result = compare_runs(tmp_path / "small", tmp_path / "grown", FailOn.parse("none"))
+    shutil.rmtree(tmp_path / "small")  # the re-audit holds copies, not references
+    new = zarr.open_array(tmp_path / "grown" / "heatmaps.zarr", mode="r")[:]
+    kept = np.r_[0:10, 11:400]
+    assert np.array_equal(new[kept], old[kept])  # bit-identical: copied, not recomputed
+    assert not np.array_equal(new[10], old[10])
     samples = result["samples"]
     assert (samples["old"], samples["new"], samples["added"], samples["removed"], samples["kept"]) == (400, 450, 50, 0, 400)
     assert samples["added_keys"] == sorted(str(i) for i in range(400, 450))[:20]

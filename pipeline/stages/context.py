@@ -27,6 +27,7 @@ class AuditContext:
     layout: RunLayout
     markers: Markers
     quiet: bool = False
+    reuse: Path | None = None   # an earlier run whose explanations the explain stage may take (--reuse)
     _cluster: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, repr=False)
     _client: object = field(default=None, repr=False)
 

@@ -50,6 +50,7 @@ class ExplainJob:
     explain: ExplainConfig
     threads: int = 1
     record_features: bool = False
+    reuse: str | None = None   # an earlier run whose matching explanations are copied (see .explain_reuse)
 
     def key(self) -> str:
         return hashlib.sha1(json.dumps(asdict(self), sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -125,6 +126,11 @@ class LoadedJob:
         self.model = build_model(job.model, self.device)
         self.explainer = build_explainer(self.model, job.explain)
         self.features = FeatureProbe(self.model) if job.record_features else None
+        self.earlier = None
+        if job.reuse:
+            from .explain_reuse import EarlierRun
+
+            self.earlier = EarlierRun(job.reuse)
         self._num_classes: int | None = None
         self._num_concepts: int | None = None
 
@@ -144,7 +150,7 @@ class LoadedJob:
         return self._num_classes
 
 
-def _rows(ids, batch, logits, targets, relevance_sums, scales, status, errors):
+def _rows(ids, batch, logits, targets, relevance_sums, scales, status, errors, hashes):
     """The unit's part of the ``samples`` table."""
     import pyarrow as pa
 
@@ -167,6 +173,7 @@ def _rows(ids, batch, logits, targets, relevance_sums, scales, status, errors):
         "scale": pa.array(scales, pa.float32()),
         "status": pa.array(status, pa.string()),
         "error": pa.array(errors, pa.string()),
+        "content_hash": pa.array(hashes, pa.string()),
     })
 
 
@@ -192,15 +199,58 @@ def _outputs(ids, logits, features, concepts=None):
 
 
 def explain_range(loaded: LoadedJob, start: int, stop: int):
-    """Explain samples [start, stop): (heatmaps normalized for storage, samples rows, outputs rows)."""
+    """Samples [start, stop): (heatmaps normalized for storage, samples rows, outputs rows, number reused).
+
+    With an earlier run to reuse (:mod:`.explain_reuse`), samples it explained with the same key and
+    content are copied from it; the others are explained here, in contiguous runs."""
+    import pyarrow as pa
+
+    keys, sources, hashes = loaded.source.identities(start, stop)
+    reused = loaded.earlier.match(keys, hashes) if loaded.earlier is not None else {}
+    if not reused:
+        ids = np.arange(start, stop, dtype=np.int64)
+        return (*_explain_fresh(loaded, loaded.source.load(start, stop), ids, hashes), 0)
+    n = stop - start
+    fresh = np.array([j not in reused for j in range(n)])
+    positions = sorted(reused)
+    old_stored, old_rows, old_outputs = loaded.earlier.copied(
+        [reused[j] for j in positions], [start + j for j in positions], [sources[j] for j in positions])
+    stored = np.empty((n, *old_stored.shape[1:]), dtype=np.dtype(loaded.job.explain.heatmap_dtype))
+    stored[positions] = old_stored
+    if not fresh.any():
+        return stored, old_rows, old_outputs, len(positions)
+    # the new or changed samples: read run by run, explained together as one batch
+    edges = np.flatnonzero(np.diff(np.concatenate([[False], fresh, [False]]).astype(int)))
+    batch = _concatenated([loaded.source.load(start + a, start + b) for a, b in zip(edges[::2], edges[1::2])])
+    todo = np.flatnonzero(fresh)
+    new_stored, new_rows, new_outputs = _explain_fresh(loaded, batch, start + todo, [hashes[j] for j in todo])
+    stored[todo] = new_stored
+    old_rows = old_rows.select(new_rows.column_names).cast(new_rows.schema)
+    old_outputs = old_outputs.select(new_outputs.column_names).cast(new_outputs.schema)
+    rows = pa.concat_tables([old_rows, new_rows]).sort_by("sample_id")
+    outputs = pa.concat_tables([old_outputs, new_outputs]).sort_by("sample_id")
+    return stored, rows, outputs, len(positions)
+
+
+def _concatenated(batches: list):
+    """One :class:`~unhans.pipeline.sources.Batch` of several, in order."""
+    from ..sources import Batch
+
+    if len(batches) == 1:
+        return batches[0]
+    return Batch(np.concatenate([b.images for b in batches]), np.concatenate([b.labels for b in batches]),
+                 [k for b in batches for k in b.keys], [x for b in batches for x in b.sources],
+                 [x for b in batches for x in b.status], [x for b in batches for x in b.errors])
+
+
+def _explain_fresh(loaded: LoadedJob, batch, ids: np.ndarray, hashes: list[str]):
+    """Explain the samples ``ids`` read into ``batch``: (heatmaps normalized for storage, samples rows, outputs rows)."""
     import torch
 
     from unhans.storage import normalize_for_storage
 
     job = loaded.job.explain
-    batch = loaded.source.load(start, stop)
-    n = stop - start
-    ids = np.arange(start, stop, dtype=np.int64)
+    n = len(ids)
     status, errors = list(batch.status), list(batch.errors)
     x_all = torch.from_numpy(batch.images)
     heatmaps = np.zeros(batch.images.shape, dtype=np.float32)
@@ -258,7 +308,7 @@ def explain_range(loaded: LoadedJob, start: int, stop: int):
     logits_all, targets = torch.cat(logit_chunks), torch.cat(target_chunks)
     relevance_sums = heatmaps.reshape(n, -1).sum(1)
     stored, scales = normalize_for_storage(heatmaps)
-    rows = _rows(ids, batch, logits_all, targets, relevance_sums, scales, status, errors)
+    rows = _rows(ids, batch, logits_all, targets, relevance_sums, scales, status, errors, hashes)
     features = None
     if feature_chunks and feature_chunks[0] is not None:
         features = torch.nan_to_num(torch.cat(feature_chunks))
@@ -276,13 +326,13 @@ def explain_unit(key: str, unit: int, start: int, stop: int) -> dict:
 
     loaded = get_worker().plugins[f"unhans-explain-{key}"].loaded
     run_dir = Path(loaded.job.run_dir)
-    stored, rows, outputs = explain_range(loaded, start, stop)
+    stored, rows, outputs, reused = explain_range(loaded, start, stop)
     open_heatmap_array(run_dir, mode="r+")[start:stop] = stored
     write_part(run_dir, OUTPUTS_TABLE, unit, outputs)
     write_part(run_dir, SAMPLES_TABLE, unit, rows)
     quarantined = sum(s != "ok" for s in rows.column("status").to_pylist())
-    Markers(run_dir).mark_unit(STAGE, unit, start=start, stop=stop, quarantined=quarantined)
-    return {"unit": unit, "samples": stop - start, "quarantined": quarantined}
+    Markers(run_dir).mark_unit(STAGE, unit, start=start, stop=stop, quarantined=quarantined, reused=reused)
+    return {"unit": unit, "samples": stop - start, "quarantined": quarantined, "reused": reused}
 
 
 class ExplainerPlugin(WorkerPlugin):
@@ -381,7 +431,9 @@ def run_explain_stage(job: ExplainJob, client, *, num_samples: int, sample_shape
             bar.update(future.result()["samples"])
     if todo:
         client.unregister_worker_plugin(f"unhans-explain-{key}")
-    return {"units": len(units), "computed_units": len(todo)}
+    reused = sum(int((markers.unit_info(STAGE, u) or {}).get("reused", 0)) for u, _, _ in units)
+    return {"units": len(units), "computed_units": len(todo), "reused_samples": reused,
+            "explained_samples": num_samples - reused}
 
 
 def quarantine_summary(run_dir: Path, limit: int = 10) -> tuple[int, list[str]]:
@@ -402,9 +454,22 @@ def run(ctx) -> None:
 
     config = ctx.config
     info = ctx.manifest()["dataset"]
+    record_features = ctx.trajectory_store() is None
+    reuse = None
+    if ctx.reuse is not None:
+        from unhans.pipeline.config import to_dict
+
+        from .explain_reuse import reuse_blockers
+
+        blockers = reuse_blockers(Path(ctx.reuse), ctx.manifest(), to_dict(config), record_features)
+        if blockers:
+            print(f"explain: not reusing {ctx.reuse}: " + "; ".join(blockers) + " — explaining every sample",
+                  file=sys.stderr)
+        else:
+            reuse = str(Path(ctx.reuse).resolve())
     job = ExplainJob(run_dir=str(ctx.layout.root.resolve()), input=ctx.input_spec(), model=ctx.model_spec(),
                      explain=config.explain, threads=config.cluster.threads_per_worker,
-                     record_features=ctx.trajectory_store() is None)
+                     record_features=record_features, reuse=reuse)
     client = ctx.client()
     start = time.perf_counter()
     ctx.log(f"explain: {config.explain.method}" + (f" {config.explain.composite}" if config.explain.method == "lrp" else ""))
@@ -414,7 +479,8 @@ def run(ctx) -> None:
     quarantined, examples = quarantine_summary(ctx.layout.root)
     ctx.markers.mark_stage(STAGE, seconds=seconds, quarantined=quarantined, **counts)
     ctx.log(f"explain: {info['num_samples']} heatmaps in {seconds:.1f}s "
-            f"({counts['computed_units']}/{counts['units']} units computed now)")
+            f"({counts['computed_units']}/{counts['units']} units computed now"
+            + (f"; {counts['reused_samples']} taken from {reuse}" if reuse else "") + ")")
     if quarantined:
         print(f"explain: {quarantined} sample(s) quarantined (left out of the analysis, listed in "
               f"tables/samples):", file=sys.stderr)
