@@ -141,12 +141,18 @@ def _explain_parser(sub) -> None:
 
 def _dynamics_parser(sub) -> None:
     p = sub.add_parser(
-        "dynamics", help="statistics (AUM, cartography, forgetting, mislabel flags) from a stored trajectory",
+        "dynamics", help="statistics (AUM, cartography, forgetting, mislabel flags) from a stored trajectory; --html "
+                         "[--watch] to follow a training run",
         description="Compute per-sample training-dynamics statistics from RUN/dynamics and print a summary; "
                     "--out writes them as Parquet.",
     )
     p.add_argument("run", metavar="RUN", help="run directory holding a recorded trajectory")
     p.add_argument("--out", default=None, metavar="FILE", help="write the statistics table to this Parquet file")
+    p.add_argument("--html", default=None, metavar="FILE",
+                   help="write a page with the data map and the current top mislabel suspects (complete epochs only; "
+                        "works while a training loop is still appending)")
+    p.add_argument("--watch", type=float, default=None, metavar="SECONDS",
+                   help="with --html: re-render whenever new epochs are complete, checking every SECONDS (Ctrl-C stops)")
     p.set_defaults(func=_cmd_dynamics)
 
 
@@ -311,8 +317,24 @@ def _cmd_explain(args) -> int:
 def _cmd_dynamics(args) -> int:
     import numpy as np
 
+    from .config import ConfigError
+
     from unhans.spray.dynamics import load_trajectory, statistics_from_trajectory
 
+    if args.watch is not None:
+        if not args.html:
+            raise ConfigError("--watch needs --html FILE")
+        if args.watch <= 0:
+            raise ConfigError(f"--watch must be a positive number of seconds, got {args.watch}")
+        from .report.training_monitor import watch
+
+        watch(args.run, args.html, args.watch)
+        return 0
+    if args.html:
+        from .report.training_monitor import render_training_page
+
+        epochs = render_training_page(args.run, args.html)
+        print(f"html: {args.html} ({epochs} complete epochs)")
     table = statistics_from_trajectory(load_trajectory(args.run))
     if args.out:
         import pyarrow.parquet as pq

@@ -362,13 +362,18 @@ class ImageFileSource(Source):
 
     def identities(self, start: int, stop: int) -> tuple[list[str], list[str], list[str]]:
         """Keys from the index and the hash of each file's bytes (read, not decoded; "missing" if unreadable)."""
+        import os
+
+        root = str(self.root)
+        paths = [os.path.join(root, rel) for rel in self.paths[start:stop]]
         hashes = []
-        for rel in self.paths[start:stop]:
+        for path in paths:
             try:
-                hashes.append(content_hash((self.root / rel).read_bytes()))
+                with open(path, "rb") as fh:
+                    hashes.append(content_hash(fh.read()))
             except OSError:
                 hashes.append("missing")
-        return list(self.keys[start:stop]), [str(self.root / p) for p in self.paths[start:stop]], hashes
+        return list(self.keys[start:stop]), paths, hashes
 
 
 class SampleImages:

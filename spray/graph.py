@@ -53,7 +53,7 @@ def knn_graph(features: np.ndarray, n_neighbors: int, seed: int = 0, *,
     D > REDUCE_ABOVE_DIMS (None: never reduce).
     """
     n = len(features)
-    k = max(2, min(n_neighbors, n))
+    k = min(max(2, n_neighbors), n)  # a lone sample is its own only neighbour
     reduction = None
     if n > EXACT_LIMIT and reduce_to is not None and features.shape[1] > REDUCE_ABOVE_DIMS:
         features, reduction = pca_reduce(features, reduce_to)

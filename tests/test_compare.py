@@ -93,3 +93,19 @@ def test_bad_fail_on_and_unfinished_runs_are_clear_errors(tmp_path):
     assert FailOn.parse("suspects:10%").suspects == pytest.approx(0.1)
     with pytest.raises(CompareError, match="no summary.json"):
         compare_runs(tmp_path, tmp_path)
+
+
+def test_the_readme_sql_queries_run_on_a_run_with_duckdb(runs):
+    import re
+    from pathlib import Path
+
+    duckdb = pytest.importorskip("duckdb")
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (block,) = re.findall(r"```sql\n(.*?)```", readme, flags=re.S)
+    queries = [q.strip() for q in block.replace("RUN", str(runs / "tag3")).split(";") if q.strip()]
+    assert len(queries) == 3
+    suspects, classes, mislabeled = (duckdb.sql(q).fetchall() for q in queries)
+    assert 0 < len(suspects) <= 10 and all(r[0].isdigit() for r in suspects)
+    assert [r[2] for r in suspects] == sorted((r[2] for r in suspects), reverse=True)
+    assert len(classes) == 10 and classes[0][0] == 3 and sum(r[1] for r in classes) == 1257
+    assert len(mislabeled) == 20 and all(r[4] is not None for r in mislabeled)

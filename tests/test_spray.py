@@ -188,3 +188,11 @@ def test_recurring_counterfactual_pastes_members_pattern_where_they_carry_it():
     ignored = confirm_recurring(_corner_model(0.0), images, classes, evidence, pixel_std=std, recipients=40)
     assert relied.confirmed and relied.ci_low > 0.03 and relied.flip_rate > relied.control_flip_rate
     assert not ignored.confirmed and abs(ignored.effect) < 1e-6
+
+
+def test_a_class_with_one_or_two_samples_is_analyzed_without_error():
+    from unhans.spray.analysis import analyze_group
+
+    for n in (1, 2):
+        analysis = analyze_group(np.random.default_rng(0).normal(size=(n, 16)))
+        assert analysis.n_clusters == 1 and len(analysis.clusters) == n

@@ -39,7 +39,13 @@ def mislabel_section(data: ReportData, picture: Callable[[int], np.ndarray]) -> 
 
 
 def data_map(data: ReportData) -> str:
-    d = data.dynamics
+    return data_map_html(data.dynamics, data.mislabel_suspect, data.mislabel_score, data.keys, data.label, data.name)
+
+
+def data_map_html(d: dict, mislabel_suspect: np.ndarray, mislabel_score: np.ndarray, keys, label: np.ndarray,
+                  name: Callable[[int], str]) -> str:
+    """The data map (module docstring) of per-sample ``d`` = {variability, confidence, correctness}, with the
+    strongest ``mislabel_suspect`` (by ``mislabel_score``) marked; ``keys``/``label``/``name`` for the hover text."""
     if not {"confidence", "variability", "correctness"} <= set(d):
         return ("<p class='muted'>No data map: it needs training dynamics (record them in your training loop with "
                 "<code>DynamicsRecorder</code> and pass <code>--trajectory</code>).</p>")
@@ -64,14 +70,14 @@ def data_map(data: ReportData) -> str:
     parts.append(f"<text x='{pad_l + MAP_PX / 2:.0f}' y='{h - 4}' font-size='11' text-anchor='middle'>variability</text>"
                  f"<text x='12' y='{pad_t + MAP_PX / 2:.0f}' font-size='11' text-anchor='middle' "
                  f"transform='rotate(-90 12 {pad_t + MAP_PX / 2:.0f})'>confidence</text>")
-    suspects = np.flatnonzero(data.mislabel_suspect & ok)
-    strongest = suspects[np.argsort(-np.nan_to_num(data.mislabel_score[suspects], nan=-np.inf), kind="stable")]
+    suspects = np.flatnonzero(mislabel_suspect & ok)
+    strongest = suspects[np.argsort(-np.nan_to_num(mislabel_score[suspects], nan=-np.inf), kind="stable")]
     marked = strongest[:SUSPECT_MARKS]
     for i in marked:
         px = pad_l + min(x[i] / x_max, 1.0) * MAP_PX
         py = pad_t + (1 - np.clip(y[i], 0, 1)) * MAP_PX
         parts.append(f"<path d='M{px - 3:.1f},{py - 3:.1f}l6,6m0,-6l-6,6' stroke='#d00' stroke-width='1.4'>"
-                     f"<title>{e(data.keys[i])} label {e(data.name(int(data.label[i])))}</title></path>")
+                     f"<title>{e(keys[i])} label {e(name(int(label[i])))}</title></path>")
     parts.append("</svg>")
     shown = f"the {len(marked)} strongest of {len(suspects)}" if len(marked) < len(suspects) else f"all {len(suspects)}"
     return (f"<div class='cls'><div>{''.join(parts)}</div><div style='max-width:420px'><b>Data map</b> (Swayamdipta "

@@ -95,10 +95,13 @@ class EarlierRun:
         """(stored heatmaps, samples rows, outputs rows) of ``old_ids`` renumbered to ``new_ids``."""
         import pyarrow as pa
 
-        order = np.argsort(old_ids)
-        sorted_old = np.asarray(old_ids)[order]
-        stored = np.empty((len(old_ids), *self.heatmaps.shape[1:]), dtype=self.heatmaps.dtype)
-        stored[order] = self.heatmaps.get_orthogonal_selection((sorted_old,))  # one read per chunk touched
+        old = np.asarray(old_ids)
+        if len(old) and np.array_equal(old, np.arange(old[0], old[0] + len(old))):
+            stored = self.heatmaps[int(old[0]):int(old[0]) + len(old)]      # the common case: one contiguous range
+        else:
+            order = np.argsort(old)
+            stored = np.empty((len(old), *self.heatmaps.shape[1:]), dtype=self.heatmaps.dtype)
+            stored[order] = self.heatmaps.get_orthogonal_selection((old[order],))  # one read per chunk touched
         rows = self.samples.take(pa.array([self.row_of[i] for i in old_ids], pa.int64()))
         rows = rows.set_column(rows.column_names.index("sample_id"), "sample_id", pa.array(new_ids, pa.int64()))
         rows = rows.set_column(rows.column_names.index("source"), "source", pa.array(sources, pa.string()))
