@@ -11,6 +11,7 @@
     RUN/dynamics/epoch-*.npz       a trajectory recorded by the audit's own training stage
     RUN/model.pt                   the embedded path's trained model
     RUN/spray.json                 per-class SpRAy results and Clever-Hans candidates
+    RUN/spray_embeddings/<class>.npz  each class's spectral embedding, eigenvalues, UMAP map, clusterings per k
     RUN/faithfulness.json          the check of the heatmaps themselves (curves, randomization, warnings)
     RUN/spray_cluster_means/<class>.npz   mean heatmap per cluster of that class (for the report)
     RUN/spray_class_maps/part-*.npy|.npz  relevance maps regrouped by class while the spray stage
@@ -33,6 +34,7 @@ MODEL = "model.pt"
 SPRAY = "spray.json"
 FAITHFULNESS = "faithfulness.json"
 CLUSTER_MEANS = "spray_cluster_means"
+CLASS_EMBEDDINGS = "spray_embeddings"
 CLASS_MAPS = "spray_class_maps"
 SUMMARY = "summary.json"
 REPORT = "report.html"
@@ -110,6 +112,9 @@ class RunLayout:
 
     def class_means(self, class_id: int) -> Path:
         return self.root / CLUSTER_MEANS / f"{int(class_id):08d}.npz"
+
+    def class_embedding(self, class_id: int) -> Path:
+        return self.root / CLASS_EMBEDDINGS / f"{int(class_id):08d}.npz"
 
     @property
     def class_maps(self) -> Path:

@@ -29,6 +29,16 @@ def test_the_run_directory_holds_report_summary_zarr_and_parquet(audit):
     flags = pq.read_table(out / "tables" / "flags")
     assert set(flags.column_names) >= {"artifact_score", "artifact_suspect", "mislabel_score", "mislabel_suspect"}
     assert json.loads((out / "summary.json").read_text()) == summary
+    # every class's SpRAy embeddings and clusterings, for viewers (ViRelAy export)
+    from unhans.storage.class_embeddings import read_class_embedding
+
+    spray_table = pq.read_table(out / "tables" / "spray").to_pydict()
+    for class_id in range(10):
+        emb = read_class_embedding(out, class_id)
+        members = sorted(i for i, c in zip(spray_table["sample_id"], spray_table["class_id"]) if c == class_id)
+        assert emb["sample_id"].tolist() == members
+        assert emb["spectral"].shape == (len(members), 9) and emb["umap"].shape == (len(members), 2)
+        assert {f"k{k}" for k in range(2, 9)} <= set(emb) and np.isfinite(emb["spectral"]).all()
     # wall time of every stage before flags, for nightly comparisons
     assert set(summary["stages"]) == {"data", "train", "explain", "faithfulness", "dynamics", "spray"}
     assert all(stage["seconds"] > 0 for stage in summary["stages"].values())

@@ -161,6 +161,7 @@ def analyze_class(job_key: str, class_id: int, idx: np.ndarray, keys: list[str],
                               recurring_evidence, recurring_scores, region_relevance, relevance_shares,
                               sample_artifact_scores, umap_map)
     from unhans.storage import Markers, write_class_means, write_part
+    from unhans.storage.class_embeddings import write_class_embedding
 
     loaded = _loaded(job_key)
     job, cfg = loaded.job, loaded.job.spray
@@ -199,6 +200,8 @@ def analyze_class(job_key: str, class_id: int, idx: np.ndarray, keys: list[str],
         if found is not None:
             found.members = idx[found.members].tolist()  # class positions → sample ids
             found.carriers = idx[found.carriers].tolist()
+    write_class_embedding(run, int(class_id), idx, analysis.embedding, analysis.eigenvalues[:cfg.max_clusters + 1],
+                          umap_xy, analysis.by_resolution)
     pooled = pool_by_group(region_relevance(heatmaps, cfg.region_grid), analysis.clusters)
     summary = {
         "class_id": int(class_id), "num_samples": int(len(idx)), "k_candidates": analysis.k_candidates,
