@@ -191,6 +191,27 @@ def _cmd_compare(args) -> int:
     return result["exit_code"]
 
 
+def _export_parser(sub) -> None:
+    p = sub.add_parser(
+        "export", help="write a run in another tool's format (virelay: the interactive SpRAy viewer)",
+        description="Write a finished run as a ViRelAy project (YAML, label map, dataset/attribution/analysis HDF5 "
+                    "with every class's spectral and UMAP embeddings, eigenvalues and clusterings for every k); "
+                    "open it with `virelay DIR/project.yaml`. Needs h5py (pip install \"unhans[virelay]\").",
+    )
+    p.add_argument("format", choices=["virelay"], help="the target format")
+    p.add_argument("run", metavar="RUN", help="a finished audit run directory")
+    p.add_argument("out", metavar="DIR", help="where the project is written")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args) -> int:
+    from .virelay_export import export_virelay
+
+    path = export_virelay(args.run, args.out)
+    print(f"ViRelAy project: {path} (open with: virelay {path})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unhans", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"unhans {_version()}")
@@ -199,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     _explain_parser(sub)
     _dynamics_parser(sub)
     _compare_parser(sub)
+    _export_parser(sub)
     return parser
 
 
