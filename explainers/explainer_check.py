@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from .faithfulness import pixel_flipping
-from .randomization import parameter_randomization
+from .randomization import parameter_randomization, randomizable_layers
 
 CURVES = ("explainer_morf", "explainer_lerf", "gradient_morf", "random_morf")
 BOOTSTRAP = 2000
@@ -64,6 +64,9 @@ def check_explainer(model: nn.Module, explain: Explain, gradient: Explain, x: Te
     options = dict(region=settings.region, regions_per_step=per_step, replacement=settings.replacement,
                    batch_size=settings.batch_size)
     last = -(-regions // per_step)
+    if last < 2:
+        raise ValueError(f"faithfulness: {regions} region(s) of {settings.region} px in {settings.steps} step(s) leave "
+                         "no step between the clean and the fully replaced input; use a smaller region or more steps")
     # the unperturbed and the fully replaced input are the same for every order: evaluated once
     ends = pixel_flipping(model, x, target, relevance["explainer"], points=[0, last], **options)
     out: dict = {"logits": {}, "probabilities": {}}
@@ -76,7 +79,10 @@ def check_explainer(model: nn.Module, explain: Explain, gradient: Explain, x: Te
             edge, middle = getattr(ends, kind), getattr(inner, kind)
             out[kind][name] = torch.cat([edge[:, :1], middle, edge[:, 1:]], 1).cpu().numpy()
         out["removed"] = torch.cat([ends.removed[:1], inner.removed, ends.removed[1:]]).cpu().numpy()
-    if settings.randomization:
+    if settings.randomization and not randomizable_layers(model):
+        out["randomization_skipped"] = ("the model has no layer with reset_parameters (e.g. TorchScript): "
+                                        "parameter randomization not run")
+    elif settings.randomization:
         for name, fn in (("explainer", explain), ("gradient", gradient)):
             result = parameter_randomization(model, fn, x, target, seed=settings.seed + 42, reference=relevance[name])
             out[f"randomization_{name}"] = result.similarity.cpu().numpy()
@@ -114,7 +120,11 @@ def verdict(blocks: list[dict], method: str, settings: CheckSettings) -> dict:
         "better_than_random": bool(low > 0),
     }
     warnings = []
-    if low <= 0:
+    if not np.isfinite([low, high]).all():
+        summary["advantage_over_random"] = {"mean": None, "ci95": [None, None]}
+        summary["better_than_random"] = False
+        warnings.append(f"the region-perturbation curves of the {method} heatmaps are not finite (NaN or Inf outputs)")
+    elif low <= 0:
         warnings.append(
             f"the {method} heatmaps locate evidence no better than a random ordering (AOPC {aopc['explainer_morf'].mean():.3f} "
             f"vs random {aopc['random_morf'].mean():.3f}; 95% interval of the difference [{low:.3f}, {high:.3f}] "
@@ -124,13 +134,22 @@ def verdict(blocks: list[dict], method: str, settings: CheckSettings) -> dict:
                       for name in ("explainer", "gradient")}
         curves = {name: _rounded(np.nanmedian(s, axis=1)) for name, s in similarity.items()}
         final = curves["explainer"][-1]
-        summary["randomization"] = {"layers": blocks[0]["layers"], "order": "top_down", "similarity": "spearman_abs",
-                                    "median": curves, "final": final, "limit": settings.similarity_limit,
-                                    "passed": bool(final < settings.similarity_limit)}
-        if final >= settings.similarity_limit:
+        if not np.isfinite(final):  # constant heatmaps have no rank correlation
+            curves = {k: [v if np.isfinite(v) else None for v in c] for k, c in curves.items()}
+            summary["randomization"] = {"layers": blocks[0]["layers"], "median": curves, "final": None,
+                                        "limit": settings.similarity_limit, "passed": False}
+            warnings.append(f"the {method} heatmaps are constant (no rank correlation can be computed)")
+        else:
+            summary["randomization"] = {"layers": blocks[0]["layers"], "order": "top_down",
+                                        "similarity": "spearman_abs", "median": curves, "final": final,
+                                        "limit": settings.similarity_limit,
+                                        "passed": bool(final < settings.similarity_limit)}
+        if final is not None and np.isfinite(final) and final >= settings.similarity_limit:
             warnings.append(
                 f"the {method} heatmaps stay near-identical when every layer of the model is re-initialized (median "
                 f"Spearman {final:.2f} >= {settings.similarity_limit}): they describe the input, not the model")
+    if "randomization_skipped" in blocks[0]:
+        summary["randomization_skipped"] = blocks[0]["randomization_skipped"]
     summary["warnings"] = warnings
     summary["trustworthy"] = not warnings
     return summary

@@ -66,8 +66,12 @@ def region_scores(relevance: Tensor, spatial_dims: int, region: int) -> Tensor:
     """Summed relevance per region: (B, C, *spatial) or (B, *spatial) → (B, regions), row-major order."""
     r = relevance if relevance.ndim == spatial_dims + 2 else relevance.unsqueeze(1)
     r = r.sum(1, keepdim=True).to(torch.promote_types(r.dtype, torch.float32))
-    pool = F.avg_pool2d if spatial_dims == 2 else F.avg_pool1d
-    return (pool(r, region, stride=region, ceil_mode=True) * region ** spatial_dims).flatten(1)
+    if spatial_dims == 1:
+        r, kernel = r.unsqueeze(2), (1, region)
+    else:
+        kernel = (region, region)
+    # a sum per region (divisor 1), edge regions that the image cuts short included
+    return F.avg_pool2d(r, kernel, stride=kernel, ceil_mode=True, divisor_override=1).flatten(1)
 
 
 def region_order(scores: Tensor, order: str, generator: torch.Generator | None = None) -> Tensor:

@@ -36,9 +36,11 @@ def run_audit(config: AuditConfig, out: str | Path, *, force: bool = False, quie
     from unhans.storage import RunLayout, init_run, prepare_run_dir
 
     layout = RunLayout(Path(out))
+    if reuse is not None:  # before anything is deleted: --force must never touch the earlier run
+        old, new = Path(reuse).resolve(), layout.root.resolve()
+        if old == new or new in old.parents or old in new.parents:
+            raise FileExistsError(f"--reuse {reuse}: the earlier run must be a directory apart from --out {out}")
     prepare_run_dir(layout.root, force=force)
-    if reuse is not None and Path(reuse).resolve() == layout.root.resolve():
-        raise FileExistsError(f"--reuse {reuse}: the earlier run must be another directory than --out")
     ctx = AuditContext(config=config, layout=layout, markers=init_run(layout.root, to_dict(config)), quiet=quiet,
                        reuse=Path(reuse) if reuse is not None else None)
     total = time.perf_counter()

@@ -357,6 +357,8 @@ def _cmd_dynamics(args) -> int:
 
         epochs = render_training_page(args.run, args.html)
         print(f"html: {args.html} ({epochs} complete epochs)")
+        if epochs == 0:
+            return 0
     table = statistics_from_trajectory(load_trajectory(args.run))
     if args.out:
         import pyarrow.parquet as pq

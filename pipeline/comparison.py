@@ -42,7 +42,7 @@ class FailOn:
 
     @classmethod
     def parse(cls, text: str) -> "FailOn":
-        """``new-flag,suspects:25%,slower,untrusted`` (any subset; ``none`` for never)."""
+        """``new-flag,suspects:25%,slower,untrusted`` (any subset; ``none`` for never; suspects:25 = 25%)."""
         out = cls(new_flag=False, suspects=None, slower=False, untrusted=False)
         for item in filter(None, (t.strip() for t in text.split(","))):
             name, _, value = item.partition(":")
@@ -52,7 +52,8 @@ class FailOn:
                 raise CompareError(f"--fail-on: unknown condition {name!r} (one of {', '.join(FAIL_ON)}, none)")
             if name == "suspects":
                 try:
-                    out.suspects = float(value.rstrip("%")) / (100 if value.endswith("%") else 1) if value else 0.25
+                    number = float(value.rstrip("%")) if value else 25.0
+                    out.suspects = number / 100  # a percentage, with or without the % sign
                 except ValueError:
                     raise CompareError(f"--fail-on: suspects:{value} is not a number or percentage") from None
             else:
@@ -155,7 +156,8 @@ def compare_runs(old_dir: str | Path, new_dir: str | Path, fail_on: FailOn | Non
     samples.update(old=len(old.keys), new=len(new.keys))
     label_old = dict(zip(old.keys, old.labels))
     changed = [{"key": k, "old": old.name(int(label_old[k])), "new": new.name(int(v))}
-               for k, v in zip(new.keys, new.labels) if k in label_old and int(label_old[k]) != int(v)]
+               for k, v in zip(new.keys, new.labels)
+               if k in label_old and old.name(int(label_old[k])) != new.name(int(v))]  # by name: class indices may shift
     flagged_old, flagged_new = set(old.flagged()), set(new.flagged())
     confirmed = {run: {name for name, c in run.flagged().items() if (c.get("confirmation") or {}).get("confirmed")}
                  for run in (old, new)}

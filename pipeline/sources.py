@@ -80,6 +80,15 @@ class Source:
         batch = self.load(start, stop)
         return list(batch.keys), list(batch.sources), [content_hash(image.tobytes()) for image in batch.images]
 
+    def label_range(self, start: int, stop: int) -> np.ndarray:
+        """The given labels of samples [start, stop) (-1 when unknown), without decoding where possible."""
+        return np.asarray(self.load(start, stop).labels, np.int64)
+
+
+def _given_labels(labels, start: int, stop: int) -> np.ndarray:
+    return (np.asarray(labels[start:stop], np.int64) if labels is not None
+            else np.full(stop - start, -1, np.int64))
+
 
 def content_hash(data: bytes) -> str:
     """A sample's content fingerprint: BLAKE2b, 16 bytes, hex."""
@@ -178,6 +187,9 @@ class NpySource(Source):
         return ([str(i) for i in range(start, stop)], [f"{self.name}[{i}]" for i in range(start, stop)],
                 [content_hash(tag + row.tobytes()) for row in rows])
 
+    def label_range(self, start: int, stop: int) -> np.ndarray:
+        return _given_labels(self.labels, start, stop)
+
 
 class NpzSource(Source):
     """An .npz archive, loaded whole once per process (use .npy files for data larger than memory)."""
@@ -218,6 +230,9 @@ class NpzSource(Source):
         tag = str(rows.dtype).encode()
         return ([str(i) for i in range(start, stop)], [f"{self.name}[{i}]" for i in range(start, stop)],
                 [content_hash(tag + np.ascontiguousarray(r).tobytes()) for r in rows])
+
+    def label_range(self, start: int, stop: int) -> np.ndarray:
+        return _given_labels(self.labels, start, stop)
 
 
 def build_image_index(spec: InputConfig, out: Path) -> Path:
@@ -362,10 +377,7 @@ class ImageFileSource(Source):
 
     def identities(self, start: int, stop: int) -> tuple[list[str], list[str], list[str]]:
         """Keys from the index and the hash of each file's bytes (read, not decoded; "missing" if unreadable)."""
-        import os
-
-        root = str(self.root)
-        paths = [os.path.join(root, rel) for rel in self.paths[start:stop]]
+        paths = [str(self.root / rel) for rel in self.paths[start:stop]]  # exactly as load() names them
         hashes = []
         for path in paths:
             try:
@@ -374,6 +386,9 @@ class ImageFileSource(Source):
             except OSError:
                 hashes.append("missing")
         return list(self.keys[start:stop]), paths, hashes
+
+    def label_range(self, start: int, stop: int) -> np.ndarray:
+        return _given_labels(self.labels, start, stop)
 
 
 class SampleImages:

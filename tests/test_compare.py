@@ -63,9 +63,11 @@ def test_a_grown_dataset_is_reaudited_incrementally_and_reports_exactly_the_new_
              "checkpoint": str(runs / "tag3" / "model.pt")}
     grown = images[:450].copy()
     grown[10] = np.flip(grown[10], axis=-1)  # the same key, other content: must be explained again
-    for name, x in (("small", images[:400]), ("grown", grown)):
+    relabeled = labels[:450].copy()
+    relabeled[20] = (relabeled[20] + 1) % 10  # the same image, another label: its row must not be copied
+    for name, x, y in (("small", images[:400], labels[:400]), ("grown", grown, relabeled)):
         np.save(tmp_path / f"{name}_x.npy", x)
-        np.save(tmp_path / f"{name}_y.npy", labels[:len(x)])
+        np.save(tmp_path / f"{name}_y.npy", y)
         config = {"input": {"kind": "npy", "path": str(tmp_path / f"{name}_x.npy"),
                             "labels_path": str(tmp_path / f"{name}_y.npy")},
                   "model": model, "spray": {"umap": False}, "faithfulness": {"samples": 64},
@@ -73,12 +75,13 @@ def test_a_grown_dataset_is_reaudited_incrementally_and_reports_exactly_the_new_
         run_audit(from_dict(config), tmp_path / name, quiet=True,
                   reuse=tmp_path / "small" if name == "grown" else None)
     info = json.loads((tmp_path / "grown" / "markers" / "explain.done").read_text())
-    assert (info["reused_samples"], info["explained_samples"]) == (399, 51)
+    assert (info["reused_samples"], info["explained_samples"]) == (398, 52)
     old = zarr.open_array(tmp_path / "small" / "heatmaps.zarr", mode="r")[:]
     result = compare_runs(tmp_path / "small", tmp_path / "grown", FailOn.parse("none"))
     shutil.rmtree(tmp_path / "small")  # the re-audit holds copies, not references
     new = zarr.open_array(tmp_path / "grown" / "heatmaps.zarr", mode="r")[:]
-    kept = np.r_[0:10, 11:400]
+    assert result["labels_changed"]["count"] == 1 and result["labels_changed"]["examples"][0]["key"] == "20"
+    kept = np.r_[0:10, 11:20, 21:400]
     assert np.array_equal(new[kept], old[kept])  # bit-identical: copied, not recomputed
     assert not np.array_equal(new[10], old[10])
     samples = result["samples"]
@@ -91,6 +94,7 @@ def test_bad_fail_on_and_unfinished_runs_are_clear_errors(tmp_path):
     with pytest.raises(CompareError, match="unknown condition 'sometimes'"):
         FailOn.parse("new-flag,sometimes")
     assert FailOn.parse("suspects:10%").suspects == pytest.approx(0.1)
+    assert FailOn.parse("suspects:10").suspects == pytest.approx(0.1)
     with pytest.raises(CompareError, match="no summary.json"):
         compare_runs(tmp_path, tmp_path)
 

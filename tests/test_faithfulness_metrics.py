@@ -136,3 +136,22 @@ def test_max_sensitivity_is_zero_for_a_constant_explanation_and_positive_for_gra
     times_input = make_explainer(model, "gradient_x_input")
     assert float(max_sensitivity(gradient, x, y).max()) < 1e-6
     assert float(max_sensitivity(times_input, x, y, radius=0.1).min()) > 1e-3
+
+
+def test_regions_cut_short_by_the_image_edge_score_their_own_sum():
+    from unhans.explainers.faithfulness import region_scores
+
+    scores = region_scores(torch.ones(1, 1, 10, 10), 2, 4)
+    assert scores.tolist() == [[16, 16, 8, 16, 16, 8, 8, 8, 4]]
+    assert region_scores(torch.ones(1, 1, 10), 1, 4).tolist() == [[4, 4, 2]]
+
+
+def test_a_model_without_resettable_layers_skips_randomization_instead_of_failing(model):
+    from unhans.explainers.explainer_check import CheckSettings, check_explainer, verdict
+
+    x, y = _digits(16)
+    scripted = torch.jit.script(model)
+    explain = lambda m, xs, ts: make_explainer(m, "gradient")(xs, ts).sum(1)  # noqa: E731
+    settings = CheckSettings(region=4, steps=8)
+    summary = verdict([check_explainer(scripted, explain, explain, x, y, settings)], "gradient", settings)
+    assert "randomization" not in summary and "reset_parameters" in summary["randomization_skipped"]

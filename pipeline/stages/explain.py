@@ -206,7 +206,8 @@ def explain_range(loaded: LoadedJob, start: int, stop: int):
     import pyarrow as pa
 
     keys, sources, hashes = loaded.source.identities(start, stop)
-    reused = loaded.earlier.match(keys, hashes) if loaded.earlier is not None else {}
+    reused = ({} if loaded.earlier is None
+              else loaded.earlier.match(keys, hashes, loaded.source.label_range(start, stop)))
     if not reused:
         ids = np.arange(start, stop, dtype=np.int64)
         return (*_explain_fresh(loaded, loaded.source.load(start, stop), ids, hashes), 0)

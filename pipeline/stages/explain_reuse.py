@@ -2,7 +2,7 @@
 
 ``unhans audit CONFIG --out NEW --reuse OLD``: a sample of NEW whose ``key`` and content hash
 (:meth:`unhans.pipeline.sources.Source.identities`: the file's bytes for image files, the row's
-bytes for arrays) equal those of an explained (``ok``) sample of OLD takes OLD's stored heatmap,
+bytes for arrays) and given label equal those of an explained (``ok``) sample of OLD takes OLD's stored heatmap,
 ``samples`` row and ``outputs`` row, copied into NEW (so NEW stays valid when OLD is deleted);
 only new or changed samples are explained. That is sound only when everything else that made
 the heatmap is the same, which :func:`reuse_blockers` checks first: the model's fingerprint, the
@@ -77,17 +77,19 @@ class EarlierRun:
         ids = samples.column("sample_id").to_numpy()
         keys = samples.column("key").to_pylist()
         hashes = samples.column("content_hash").to_pylist()
-        self.by_key = {keys[i]: (int(ids[i]), hashes[i]) for i in np.flatnonzero(ok)}
+        labels = samples.column("label").to_numpy()
+        self.by_key = {keys[i]: (int(ids[i]), hashes[i], int(labels[i])) for i in np.flatnonzero(ok)}
         self.row_of = {int(sample_id): i for i, sample_id in enumerate(ids)}
         self.out_row_of = {int(s): i for i, s in enumerate(self.outputs.column("sample_id").to_numpy())}
         self.heatmaps = open_heatmap_array(self.root, mode="r")
 
-    def match(self, keys: list[str], hashes: list[str]) -> dict[int, int]:
-        """Positions in ``keys`` whose sample OLD explained with the same content → OLD's sample id."""
+    def match(self, keys: list[str], hashes: list[str], labels: np.ndarray) -> dict[int, int]:
+        """Positions in ``keys`` whose sample OLD explained with the same content and the same given label → OLD's
+        sample id (a relabeled sample is explained again: its row, and with ``target: label`` its heatmap, change)."""
         out = {}
-        for j, (key, digest) in enumerate(zip(keys, hashes)):
+        for j, (key, digest, label) in enumerate(zip(keys, hashes, labels)):
             found = self.by_key.get(key)
-            if found is not None and found[1] == digest:
+            if found is not None and found[1] == digest and found[2] == int(label):
                 out[j] = found[0]
         return out
 

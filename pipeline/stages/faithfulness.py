@@ -67,6 +67,17 @@ def judge_block(job: ExplainJob, ids: list[int], targets: list[int], settings, b
     return check_explainer(model, explain, gradient, x, target, settings, block=block)
 
 
+def _finite(value):
+    """``value`` with every non-finite float replaced by None (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
 def settings_for(config, sample_shape) -> object:
     from unhans.explainers.explainer_check import CheckSettings
 
@@ -93,6 +104,10 @@ def run(ctx: AuditContext) -> None:
     ids = samples.column("sample_id").to_numpy()[ok]
     targets = samples.column("target").to_numpy()[ok]
     chosen = stratified_subsample(targets, config.samples, config.seed)
+    if not len(chosen):
+        ctx.markers.mark_stage(STAGE, skipped=True)
+        print("faithfulness: no explained sample to check the heatmaps on (every sample quarantined)", file=sys.stderr)
+        return
     info = ctx.manifest()["dataset"]
     settings = settings_for(config, tuple(info["sample_shape"]))
     job = ExplainJob(run_dir=str(ctx.layout.root.resolve()), input=ctx.input_spec(), model=ctx.model_spec(),
@@ -107,7 +122,7 @@ def run(ctx: AuditContext) -> None:
     summary = verdict(results, ctx.config.explain.method, settings)
     summary["sample_ids"] = ids[chosen].tolist()
     summary["seconds"] = round(time.perf_counter() - start, 3)
-    write_json_atomic(ctx.layout.faithfulness, summary)
+    write_json_atomic(ctx.layout.faithfulness, _finite(summary))
     ctx.markers.mark_stage(STAGE, samples=summary["samples"], trustworthy=summary["trustworthy"])
     ctx.log(f"faithfulness: {summary['samples']} samples, AOPC {summary['aopc']['explainer']:.3f} "
             f"(random {summary['aopc']['random']:.3f}, gradient {summary['aopc']['gradient']:.3f})"
