@@ -144,10 +144,11 @@ def verdict(blocks: list[dict], method: str, settings: CheckSettings) -> dict:
                                         "similarity": "spearman_abs", "median": curves, "final": final,
                                         "limit": settings.similarity_limit,
                                         "passed": bool(final < settings.similarity_limit)}
-        if final is not None and np.isfinite(final) and final >= settings.similarity_limit:
-            warnings.append(
-                f"the {method} heatmaps stay near-identical when every layer of the model is re-initialized (median "
-                f"Spearman {final:.2f} >= {settings.similarity_limit}): they describe the input, not the model")
+            if final >= settings.similarity_limit:
+                warnings.append(
+                    f"the {method} heatmaps stay near-identical when every layer of the model is re-initialized "
+                    f"(median Spearman {final:.2f} >= {settings.similarity_limit}): they describe the input, not "
+                    "the model")
     if "randomization_skipped" in blocks[0]:
         summary["randomization_skipped"] = blocks[0]["randomization_skipped"]
     summary["warnings"] = warnings

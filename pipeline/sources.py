@@ -17,6 +17,7 @@ Sample identity (the contract users join on):
 """
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -60,6 +61,7 @@ class Batch:
     sources: list[str]
     status: list[str]           # "ok" or "quarantined"
     errors: list[str]           # "" or a one-line reason
+    hashes: list[str]           # content_hash of what was read (file or row bytes): what --reuse compares
 
 
 class Source:
@@ -76,9 +78,9 @@ class Source:
 
     def identities(self, start: int, stop: int) -> tuple[list[str], list[str], list[str]]:
         """(keys, sources, content hashes) of samples [start, stop) without decoding where the source allows
-        it: what an incremental re-audit compares with the earlier run. Here: the hash of the loaded arrays."""
+        it: what an incremental re-audit compares with the earlier run (the same hashes :meth:`load` gives)."""
         batch = self.load(start, stop)
-        return list(batch.keys), list(batch.sources), [content_hash(image.tobytes()) for image in batch.images]
+        return list(batch.keys), list(batch.sources), list(batch.hashes)
 
     def label_range(self, start: int, stop: int) -> np.ndarray:
         """The given labels of samples [start, stop) (-1 when unknown), without decoding where possible."""
@@ -95,6 +97,12 @@ def content_hash(data: bytes) -> str:
     import hashlib
 
     return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _row_hashes(rows: np.ndarray) -> list[str]:
+    """:func:`content_hash` of each stored row of an array (its dtype included)."""
+    tag = str(rows.dtype).encode()
+    return [content_hash(tag + np.ascontiguousarray(row).tobytes()) for row in rows]
 
 
 def _check_finite(images: np.ndarray, status: list[str], errors: list[str]) -> None:
@@ -173,19 +181,18 @@ class NpySource(Source):
         return self.images.shape[0]
 
     def load(self, start: int, stop: int) -> Batch:
-        images = self.images.read(start, stop).astype(np.float32)
+        rows = self.images.read(start, stop)
+        images = rows.astype(np.float32)
         labels = self.labels[start:stop] if self.labels is not None else np.full(stop - start, -1, np.int64)
         status, errors = ["ok"] * (stop - start), [""] * (stop - start)
         _check_finite(images, status, errors)
         return Batch(images, labels, [str(i) for i in range(start, stop)],
-                     [f"{self.name}[{i}]" for i in range(start, stop)], status, errors)
+                     [f"{self.name}[{i}]" for i in range(start, stop)], status, errors, _row_hashes(rows))
 
     def identities(self, start: int, stop: int) -> tuple[list[str], list[str], list[str]]:
         """Keys (the index) and the hash of each row's stored bytes (dtype included)."""
-        rows = self.images.read(start, stop)
-        tag = str(rows.dtype).encode()
         return ([str(i) for i in range(start, stop)], [f"{self.name}[{i}]" for i in range(start, stop)],
-                [content_hash(tag + row.tobytes()) for row in rows])
+                _row_hashes(self.images.read(start, stop)))
 
     def label_range(self, start: int, stop: int) -> np.ndarray:
         return _given_labels(self.labels, start, stop)
@@ -223,13 +230,12 @@ class NpzSource(Source):
         status, errors = ["ok"] * (stop - start), [""] * (stop - start)
         _check_finite(images, status, errors)
         return Batch(images, labels, [str(i) for i in range(start, stop)],
-                     [f"{self.name}[{i}]" for i in range(start, stop)], status, errors)
+                     [f"{self.name}[{i}]" for i in range(start, stop)], status, errors,
+                     _row_hashes(self.images[start:stop]))
 
     def identities(self, start: int, stop: int) -> tuple[list[str], list[str], list[str]]:
-        rows = self.images[start:stop]
-        tag = str(rows.dtype).encode()
         return ([str(i) for i in range(start, stop)], [f"{self.name}[{i}]" for i in range(start, stop)],
-                [content_hash(tag + np.ascontiguousarray(r).tobytes()) for r in rows])
+                _row_hashes(self.images[start:stop]))
 
     def label_range(self, start: int, stop: int) -> np.ndarray:
         return _given_labels(self.labels, start, stop)
@@ -295,8 +301,8 @@ def build_image_index(spec: InputConfig, out: Path) -> Path:
     return out
 
 
-def decode_image(path: Path, transform: TransformConfig) -> np.ndarray:
-    """Decode one image file to a float32 (C, H, W) array in [0, 1] (then normalized)."""
+def decode_image(path, transform: TransformConfig) -> np.ndarray:
+    """Decode one image (a path or a binary file object) to a float32 (C, H, W) array in [0, 1] (then normalized)."""
     from PIL import Image
 
     with Image.open(path) as img:
@@ -353,11 +359,13 @@ class ImageFileSource(Source):
     def load(self, start: int, stop: int) -> Batch:
         n = stop - start
         images = np.zeros((n, *self.sample_shape), np.float32)
-        status, errors = ["ok"] * n, [""] * n
+        status, errors, hashes = ["ok"] * n, [""] * n, ["missing"] * n
         for j, rel in enumerate(self.paths[start:stop]):
             path = self.root / rel
             try:
-                array = decode_image(path, self.transform)
+                data = path.read_bytes()  # read once: hashed for --reuse, then decoded
+                hashes[j] = content_hash(data)
+                array = decode_image(io.BytesIO(data), self.transform)
             except FileNotFoundError:
                 status[j], errors[j] = "quarantined", f"file not found: {path}"
                 continue
@@ -373,7 +381,7 @@ class ImageFileSource(Source):
             images[j] = array
         _check_finite(images, status, errors)
         return Batch(images, self.labels[start:stop].astype(np.int64), self.keys[start:stop],
-                     [str(self.root / p) for p in self.paths[start:stop]], status, errors)
+                     [str(self.root / p) for p in self.paths[start:stop]], status, errors, hashes)
 
     def identities(self, start: int, stop: int) -> tuple[list[str], list[str], list[str]]:
         """Keys from the index and the hash of each file's bytes (read, not decoded; "missing" if unreadable)."""

@@ -45,6 +45,7 @@ def category(class_id: int) -> str:
 def export_virelay(run_dir: str | Path, out_dir: str | Path) -> Path:
     """Write the ViRelAy project of a finished run into ``out_dir``; returns the project YAML's path."""
     import yaml
+    from scipy.special import softmax
 
     from unhans.storage import RunLayout, open_run, read_table
 
@@ -98,8 +99,7 @@ def export_virelay(run_dir: str | Path, out_dir: str | Path) -> Path:
             ids = ok[start:start + BLOCK]
             maps = relevance.take(ids).sum(1, keepdims=True) / 3.0
             attribution[start:start + len(ids)] = np.repeat(maps, 3, axis=1).astype(np.float32)
-        shifted = logits[ok] - logits[ok].max(1, keepdims=True)
-        f["prediction"] = (np.exp(shifted) / np.exp(shifted).sum(1, keepdims=True)).astype(np.float32)
+        f["prediction"] = softmax(logits[ok], axis=1).astype(np.float32)
         f["label"] = labels[ok].astype(np.int64)
         f["index"] = ok.astype(np.uint32)
 

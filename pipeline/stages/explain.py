@@ -150,7 +150,7 @@ class LoadedJob:
         return self._num_classes
 
 
-def _rows(ids, batch, logits, targets, relevance_sums, scales, status, errors, hashes):
+def _rows(ids, batch, logits, targets, relevance_sums, scales, status, errors):
     """The unit's part of the ``samples`` table."""
     import pyarrow as pa
 
@@ -173,7 +173,7 @@ def _rows(ids, batch, logits, targets, relevance_sums, scales, status, errors, h
         "scale": pa.array(scales, pa.float32()),
         "status": pa.array(status, pa.string()),
         "error": pa.array(errors, pa.string()),
-        "content_hash": pa.array(hashes, pa.string()),
+        "content_hash": pa.array(batch.hashes, pa.string()),
     })
 
 
@@ -205,12 +205,13 @@ def explain_range(loaded: LoadedJob, start: int, stop: int):
     content are copied from it; the others are explained here, in contiguous runs."""
     import pyarrow as pa
 
-    keys, sources, hashes = loaded.source.identities(start, stop)
-    reused = ({} if loaded.earlier is None
-              else loaded.earlier.match(keys, hashes, loaded.source.label_range(start, stop)))
+    reused = {}
+    if loaded.earlier is not None:  # identities without decoding; without reuse the batch brings its hashes
+        keys, sources, hashes = loaded.source.identities(start, stop)
+        reused = loaded.earlier.match(keys, hashes, loaded.source.label_range(start, stop))
     if not reused:
         ids = np.arange(start, stop, dtype=np.int64)
-        return (*_explain_fresh(loaded, loaded.source.load(start, stop), ids, hashes), 0)
+        return (*_explain_fresh(loaded, loaded.source.load(start, stop), ids), 0)
     n = stop - start
     fresh = np.array([j not in reused for j in range(n)])
     positions = sorted(reused)
@@ -224,7 +225,7 @@ def explain_range(loaded: LoadedJob, start: int, stop: int):
     edges = np.flatnonzero(np.diff(np.concatenate([[False], fresh, [False]]).astype(int)))
     batch = _concatenated([loaded.source.load(start + a, start + b) for a, b in zip(edges[::2], edges[1::2])])
     todo = np.flatnonzero(fresh)
-    new_stored, new_rows, new_outputs = _explain_fresh(loaded, batch, start + todo, [hashes[j] for j in todo])
+    new_stored, new_rows, new_outputs = _explain_fresh(loaded, batch, start + todo)
     stored[todo] = new_stored
     old_rows = old_rows.select(new_rows.column_names).cast(new_rows.schema)
     old_outputs = old_outputs.select(new_outputs.column_names).cast(new_outputs.schema)
@@ -241,10 +242,11 @@ def _concatenated(batches: list):
         return batches[0]
     return Batch(np.concatenate([b.images for b in batches]), np.concatenate([b.labels for b in batches]),
                  [k for b in batches for k in b.keys], [x for b in batches for x in b.sources],
-                 [x for b in batches for x in b.status], [x for b in batches for x in b.errors])
+                 [x for b in batches for x in b.status], [x for b in batches for x in b.errors],
+                 [x for b in batches for x in b.hashes])
 
 
-def _explain_fresh(loaded: LoadedJob, batch, ids: np.ndarray, hashes: list[str]):
+def _explain_fresh(loaded: LoadedJob, batch, ids: np.ndarray):
     """Explain the samples ``ids`` read into ``batch``: (heatmaps normalized for storage, samples rows, outputs rows)."""
     import torch
 
@@ -309,7 +311,7 @@ def _explain_fresh(loaded: LoadedJob, batch, ids: np.ndarray, hashes: list[str])
     logits_all, targets = torch.cat(logit_chunks), torch.cat(target_chunks)
     relevance_sums = heatmaps.reshape(n, -1).sum(1)
     stored, scales = normalize_for_storage(heatmaps)
-    rows = _rows(ids, batch, logits_all, targets, relevance_sums, scales, status, errors, hashes)
+    rows = _rows(ids, batch, logits_all, targets, relevance_sums, scales, status, errors)
     features = None
     if feature_chunks and feature_chunks[0] is not None:
         features = torch.nan_to_num(torch.cat(feature_chunks))

@@ -22,7 +22,7 @@ EXPLAIN_KEYS = ("method", "composite", "target", "heatmap_dtype", "concepts", "c
 
 def reuse_blockers(old_dir: Path, new_manifest: dict, new_config: dict, record_features: bool) -> list[str]:
     """Why OLD's explanations cannot be reused for NEW (empty: they can)."""
-    from unhans.storage import RunLayout, read_table
+    from unhans.storage import RunLayout, table_columns
     from unhans.storage.tables import has_table
 
     old = RunLayout(Path(old_dir))
@@ -53,10 +53,10 @@ def reuse_blockers(old_dir: Path, new_manifest: dict, new_config: dict, record_f
     shapes = (manifest.get("dataset", {}).get("sample_shape"), new_manifest.get("dataset", {}).get("sample_shape"))
     if shapes[0] != shapes[1]:
         reasons.append(f"the sample shape differs ({shapes[0]} vs {shapes[1]})")
-    if not has_table(old.root, "samples") or "content_hash" not in read_table(old.root, "samples").column_names:
+    if not has_table(old.root, "samples") or "content_hash" not in table_columns(old.root, "samples"):
         reasons.append("its samples table has no content_hash column (made by an older unhans)")
     elif has_table(old.root, "outputs"):
-        has_features = "features" in read_table(old.root, "outputs").column_names
+        has_features = "features" in table_columns(old.root, "outputs")
         if has_features != record_features:
             reasons.append("it " + ("recorded" if has_features else "did not record")
                            + " penultimate features and this run does " + ("not" if has_features else ""))

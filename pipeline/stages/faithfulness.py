@@ -49,11 +49,11 @@ def judge_block(job: ExplainJob, ids: list[int], targets: list[int], settings, b
 
     from ..devices import limit_threads, resolve_device
     from ..model_loading import build_model
+    from ..sources import SampleImages
 
     limit_threads(job.threads)
     device = resolve_device(job.explain.device)
-    source = job.open_source()
-    images = np.concatenate([source.load(i, i + 1).images for i in ids])
+    images = SampleImages(job.open_source())[np.asarray(ids)]  # contiguous ids read as one range
     model = build_model(job.model, device)
     x = torch.from_numpy(images).to(device)
     target = torch.as_tensor(targets, dtype=torch.long, device=device)
