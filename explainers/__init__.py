@@ -8,6 +8,8 @@ user's model is never modified: explainers work on a private frozen copy.
 class); ``target`` may be ``"predicted"``. LRP and the gradients get the logits from the
 explanation's own forward pass (:mod:`.explanation`).
 
+:class:`TemporalSaliencyRescaling` wraps any of them for time series (B, features, time).
+
 Explainers are registered by name in :mod:`.registry` (``make_explainer(model, "lrp")``).
 The names below are imported on first use, so ``unhans.explainers.registry`` stays cheap.
 """
@@ -20,6 +22,7 @@ _LAZY = {
     "IntegratedGradients": "integrated_gradients", "Occlusion": "occlusion", "UnsupportedModelError": "errors",
     "Explanation": "explanation", "PREDICTED": "explanation", "make_explainer": "registry",
     "explainer_class": "registry", "METHODS": "registry", "COMPOSITES": "registry",
+    "TemporalSaliencyRescaling": "temporal_saliency",
 }
 
 __all__ = sorted(_LAZY)

@@ -60,24 +60,27 @@ class Composite:
         return None
 
     def apply(
-        self, model: nn.Module, first: nn.Module | None, gates: list[nn.Module], relu_fed: list[nn.Module] = ()
+        self, model: nn.Module, first: nn.Module | None, gates: list[nn.Module], relu_fed: list[nn.Module] = (),
+        also_first: list[nn.Module] = (),
     ) -> nn.Module | None:
         """Replace, in place, every layer of ``model`` that has a rule by its rule module.
 
-        ``first`` is the first layer, ``gates`` the gate activations and ``relu_fed`` the
-        affine layers read only by a ReLU, all from the data flow (:class:`.dataflow.DataFlow`).
+        ``first`` is the first layer, ``also_first`` the other layers reading the input (first-layer
+        rule too), ``gates`` the gate activations and ``relu_fed`` the affine layers read only by a
+        ReLU, all from the data flow (:class:`.dataflow.DataFlow`).
         Returns the first layer's rule (``None`` without affine layers). Shared modules get one
         rule. Modules wrapped by a rule run without gradient inside it, so they are made
         out-of-place (an in-place activation would overwrite the rule's input).
         """
         gate_ids = {id(gate) for gate in gates}
         relu_fed_ids = {id(layer) for layer in relu_fed}
+        first_ids = {id(first)} | {id(layer) for layer in also_first}
         replacements: dict[int, nn.Module | None] = {}
         for path, module in list(model.named_modules(remove_duplicate=False)):
             if not path:
                 continue
             if id(module) not in replacements:
-                replacement = self.rule(module, module is first, id(module) in gate_ids)
+                replacement = self.rule(module, id(module) in first_ids, id(module) in gate_ids)
                 if replacement is not None and getattr(module, "inplace", False) is True:
                     module.inplace = False
                 if isinstance(replacement, rules.AffineRule):

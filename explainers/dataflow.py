@@ -9,9 +9,11 @@ input-dependent inputs. From that record (:func:`trace`) it derives:
 - **BatchNorm folding by data flow**: a BatchNorm whose input is the output of a Linear/Conv
   that nothing else reads is merged into it (:mod:`.canonizers`). Registration order plays no
   role, so DenseNet's pre-activation BatchNorms (which read a concatenation) stay unfolded.
-- **The first layer**: the first Linear/Conv to run gets the first-layer rule, whose input
-  gradient is already relevance; it must read the model input (through reshapes and identity
-  layers at most) and be its only reader.
+- **The first layers**: the Linear/Conv layers that read the model input (through reshapes,
+  padding and identity layers at most) get the first-layer rule, whose input gradient is already
+  relevance: the first to run, and any other affine reader of the input, such as the 1×1
+  down-sampling convolution of a TCN's first residual block. Every reader of the input must be
+  one of them, each running once (an input read by anything else — ``x + f(x)`` — is refused).
 - **Gates**: a Sigmoid/Hardsigmoid module whose output multiplies another input-dependent
   tensor (squeeze-excitation, as in MobileNetV3 and EfficientNet) is a gate; the engine
   treats its value as a constant weight (:class:`.parameter_free_rules.Gate`).
@@ -110,6 +112,8 @@ class DataFlow:
     calls: list[Call]
     #: (average pooling, nn.Linear, pooling input shape of one sample) pairs worth merging
     pool_folds: list[tuple[nn.Module, nn.Linear, tuple[int, ...]]] = field(default_factory=list)
+    #: other Linear/Conv layers that read the model input, with the first-layer rule too
+    also_first: list[nn.Module] = field(default_factory=list)
 
 
 def _strip(path: str) -> str:
@@ -255,29 +259,34 @@ def _find_gates(calls: list[Call]) -> tuple[list[nn.Module], list[tuple[str, str
     return gates, misused
 
 
-def _first_layer(calls: list[Call]) -> nn.Module | None:
-    """The first Linear/Conv to run; checks that it alone reads the model input."""
+def _first_layer(calls: list[Call]) -> tuple[nn.Module | None, list[nn.Module]]:
+    """The first Linear/Conv to run and the other affine readers of the model input; checks that
+    they alone read it, each once."""
     runs = [index for index, call in enumerate(calls) if isinstance(call.module, AFFINE)]
     if not runs:
-        return None
+        return None, []
     first = calls[runs[0]]
+    readers = _final_readers(calls, 0)
     problems = []
-    if [i for i in runs if calls[i].module is first.module] != runs[:1]:
-        problems.append((first.name, "runs more than once"))
-    if len(first.sources) != 1 or _origin(calls, first.sources[0]) != 0:
+    if runs[0] not in readers:
         source = first.sources[0] if first.sources else _UNKNOWN
         origin = calls[_origin(calls, source)].name if source != _UNKNOWN else "an unknown value"
         problems.append((first.name, f"reads {origin}, not the model input"))
-    for reader in _final_readers(calls, 0):
-        if reader != runs[0]:
-            call = calls[reader]
+    also: list[nn.Module] = []
+    for reader in readers:
+        call = calls[reader]
+        if not isinstance(call.module, AFFINE) or len(call.sources) != 1:
             what = type(call.module).__name__ if call.module is not None else f"functional {call.operation}"
             problems.append((call.name, f"{what} reads the model input besides {first.name}"))
+        elif sum(calls[i].module is call.module for i in runs) != 1:
+            problems.append((call.name, "runs more than once"))
+        elif reader != runs[0] and call.module not in also:
+            also.append(call.module)
     if problems:
         raise UnsupportedModelError(
-            problems, "the first Linear/Conv to run gets the first-layer rule and must be the only reader of the input"
+            problems, "the Linear/Conv layers that read the input get the first-layer rule and must be its only readers"
         )
-    return first.module
+    return first.module, also
 
 
 def _run_counts(calls: list[Call]) -> dict[int, int]:
@@ -403,8 +412,8 @@ def trace(model: nn.Module, sample: Tensor) -> DataFlow:
     if offenders:
         raise UnsupportedModelError(offenders, "operations without an LRP rule in forward code")
     folds = _folds(calls)
-    first = _first_layer(calls)
+    first, also_first = _first_layer(calls)
     return DataFlow(
         first=first, folds=folds, gates=gates, relu_fed=_relu_fed(calls, folds), calls=calls,
-        pool_folds=_pool_folds(calls, first),
+        pool_folds=_pool_folds(calls, first), also_first=also_first,
     )  # fmt: skip

@@ -189,13 +189,13 @@ def _gaussian_blur(x: Tensor, sigma: float, spatial: int) -> Tensor:
     c = x.shape[1]
     out = x
     for axis in range(spatial):
-        shape = [c, 1] + [1] * spatial
+        shape = [1, 1] + [1] * spatial
         shape[2 + axis] = len(kernel)
         pad = [0, 0] * spatial
         pad[2 * (spatial - 1 - axis)] = pad[2 * (spatial - 1 - axis) + 1] = radius
         padded = F.pad(out, pad, mode="reflect" if out.shape[2 + axis] > radius else "replicate")
         conv = F.conv2d if spatial == 2 else F.conv1d
-        out = conv(padded, kernel.view(shape), groups=c)
+        out = conv(padded, kernel.view(shape).expand(c, *shape[1:]), groups=c)
     return out
 
 

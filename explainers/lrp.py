@@ -72,6 +72,7 @@ def _merged_copy(model: nn.Module, flow, pool_folds, sample: Tensor):
     flow = dataclasses.replace(
         flow,
         first=memo.get(id(flow.first)),
+        also_first=[memo[id(m)] for m in flow.also_first],
         folds=[(memo[id(a)], memo[id(b)]) for a, b in flow.folds],
         gates=[memo[id(g)] for g in flow.gates],
         relu_fed=[memo[id(m)] for m in flow.relu_fed],
@@ -206,7 +207,7 @@ class LRP:
             try:  # from here on the copy is rewritten: a failure leaves it unusable
                 with torch.inference_mode(False), torch.no_grad():
                     fold_batch_norms(model, flow.folds)
-                    first = self._rule_map.apply(model, flow.first, flow.gates, flow.relu_fed)
+                    first = self._rule_map.apply(model, flow.first, flow.gates, flow.relu_fed, flow.also_first)
                     if channels_last:  # weights in the layout of the activations: no conversion per call
                         model.to(memory_format=torch.channels_last)
             except BaseException as error:

@@ -3,8 +3,8 @@
 A model is supported when every module is either a *known layer* (below) or a *container*
 whose children are all supported. Containers are ``nn.Sequential``/``ModuleList``/
 ``ModuleDict`` and modules defined outside ``torch.nn`` without parameters of their own
-(their forward is assumed to only compose children; :mod:`.dataflow` checks what it computes),
-such as torchvision's ``SqueezeExcitation`` or DenseNet blocks. torchvision's
+(their forward composes children and torch operations; :mod:`.dataflow` checks every operation),
+such as torchvision's ``SqueezeExcitation``, DenseNet blocks or a TCN's ``Chomp1d``. torchvision's
 ``StochasticDepth`` is the identity in eval mode. Anything else — attention, normalisation
 other than BatchNorm, recurrent layers, a custom module holding parameters, a subclass
 overriding ``forward`` — is reported, with its path, by :class:`UnsupportedModelError`
@@ -27,10 +27,17 @@ ACTIVATIONS = (
     nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
     nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Sigmoid, nn.Tanh, nn.Softplus,
 )  # fmt: skip
-#: modules whose plain gradient is the LRP propagation (identity, reshaping, winner-takes-all)
+#: padding layers: the plain gradient hands each input element the relevance of its copies; the
+#: padded constants, which do not depend on the input, get none
+PADDING = tuple(getattr(nn, name) for name in (
+    "ConstantPad1d", "ConstantPad2d", "ConstantPad3d", "ZeroPad1d", "ZeroPad2d", "ZeroPad3d", "ReflectionPad1d",
+    "ReflectionPad2d", "ReflectionPad3d", "ReplicationPad1d", "ReplicationPad2d", "ReplicationPad3d",
+    "CircularPad1d", "CircularPad2d", "CircularPad3d",
+) if hasattr(nn, name))  # fmt: skip
+#: modules whose plain gradient is the LRP propagation (identity, reshaping, padding)
 PASS_THROUGH = (
     nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
-)  # fmt: skip
+) + PADDING  # fmt: skip
 #: activations that can act as gates, ``features ⊙ gate(…)`` (squeeze-excitation); see :mod:`.dataflow`
 GATES = (nn.Sigmoid, nn.Hardsigmoid)
 KNOWN_LAYERS = AFFINE + BATCH_NORM + AVG_POOL + MAX_POOL + RELU + ACTIVATIONS + PASS_THROUGH
@@ -44,7 +51,8 @@ def _qualified_name(module: nn.Module) -> str:
 
 
 def is_pass_through(module: nn.Module) -> bool:
-    """Layers whose plain gradient is the LRP propagation and that leave values unchanged."""
+    """Layers whose plain gradient is the LRP propagation and that hand values on unchanged (padding
+    adds constants around them)."""
     return _known_base(module) in PASS_THROUGH or _qualified_name(module) in EVAL_IDENTITIES
 
 
@@ -74,12 +82,12 @@ def _problem(module: nn.Module) -> str | None:
 
 
 def _is_container(module: nn.Module) -> bool:
-    """Plain torch containers, or non-torch modules without own parameters that only hold children."""
+    """Plain torch containers, or non-torch modules without parameters of their own: their forward
+    code (children, or torch operations such as a TCN's ``Chomp1d`` slicing) is checked by :mod:`.dataflow`."""
     if any(isinstance(module, base) and type(module).forward is base.forward for base in CONTAINERS):
         return True
     defined_in_torch = type(module).__module__.startswith("torch.")
-    has_children = next(module.children(), None) is not None
-    return not defined_in_torch and has_children and not list(module.parameters(recurse=False))
+    return not defined_in_torch and not list(module.parameters(recurse=False))
 
 
 def unsupported_modules(model: nn.Module) -> list[tuple[str, str]]:

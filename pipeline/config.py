@@ -87,6 +87,8 @@ class ExplainConfig:
     device: str = "auto"
     concepts: bool = False          # LRP only: also store per-channel relevance at concept_layer (outputs table)
     concept_layer: str = "auto"     # a module path of the model; auto = its last convolution
+    tsr: bool = False               # time series (features, time): Temporal Saliency Rescaling around method
+    tsr_alpha: float = 0.5          # TSR: feature relevance only for steps above this share of the time-relevance range
 
 
 @dataclass
@@ -347,6 +349,10 @@ def _validate_ranges(obj: Any, where: str) -> None:
                 fail(key, f"must be at least 1, got {getattr(obj, key)}")
         if obj.concepts and obj.method != "lrp":
             fail("concepts", f"needs method lrp (concept relevance is LRP's), got method {obj.method}")
+        if obj.tsr and obj.concepts:
+            fail("tsr", "cannot be combined with concepts (TSR rescales the input heatmap only)")
+        if not 0 <= obj.tsr_alpha:
+            fail("tsr_alpha", f"must be at least 0, got {obj.tsr_alpha}")
     elif isinstance(obj, ClusterConfig):
         for key in ("workers", "threads_per_worker"):
             if getattr(obj, key) < 1:

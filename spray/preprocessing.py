@@ -5,10 +5,12 @@ import numpy as np
 
 
 def pool_heatmaps(heatmaps: np.ndarray, pool_size: int, relevance: str = "positive") -> np.ndarray:
-    """Sum over channels, keep positive (or signed) relevance, sum-pool to pool_size x pool_size.
+    """Sum over channels, keep positive (or signed) relevance, sum-pool to a grid of at most pool_size x pool_size.
 
-    heatmaps: (N, C, H, W) or (N, H, W). Returns (N, pool_size, pool_size) float32. H and W
-    must be multiples of ``pool_size`` (no relevance is dropped: sum-pooling conserves it).
+    heatmaps: (N, C, H, W) or (N, H, W). Returns (N, min(pool_size, H), min(pool_size, W)) float32.
+    Where a side is not a multiple of its cells, the cells differ by one pixel (as
+    ``numpy.array_split``); no relevance is dropped: sum-pooling conserves it. (A time series'
+    features × time plane is rarely square, or a multiple of 8.)
     """
     maps = np.asarray(heatmaps, dtype=np.float32)
     if maps.ndim == 4:
@@ -20,9 +22,16 @@ def pool_heatmaps(heatmaps: np.ndarray, pool_size: int, relevance: str = "positi
     elif relevance != "signed":
         raise ValueError(f"relevance must be 'positive' or 'signed', got {relevance!r}")
     n, h, w = maps.shape
-    if h % pool_size or w % pool_size:
-        raise ValueError(f"heatmap size {h}x{w} is not a multiple of pool_size={pool_size}")
-    return maps.reshape(n, pool_size, h // pool_size, pool_size, w // pool_size).sum(axis=(2, 4))
+    if h % pool_size == 0 and w % pool_size == 0:
+        return maps.reshape(n, pool_size, h // pool_size, pool_size, w // pool_size).sum(axis=(2, 4))
+    rows, cols = _cell_starts(h, pool_size), _cell_starts(w, pool_size)
+    return np.add.reduceat(np.add.reduceat(maps, rows, axis=1), cols, axis=2)
+
+
+def _cell_starts(side: int, cells: int) -> np.ndarray:
+    """First pixel of each of min(cells, side) near-equal cells along a side of ``side`` pixels."""
+    sizes = [len(part) for part in np.array_split(np.arange(side), min(cells, side))]
+    return np.cumsum([0] + sizes[:-1])
 
 
 def normalize_features(features: np.ndarray, method: str = "l2") -> np.ndarray:

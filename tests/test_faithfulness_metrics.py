@@ -155,3 +155,16 @@ def test_a_model_without_resettable_layers_skips_randomization_instead_of_failin
     settings = CheckSettings(region=4, steps=8)
     summary = verdict([check_explainer(scripted, explain, explain, x, y, settings)], "gradient", settings)
     assert "randomization" not in summary and "reset_parameters" in summary["randomization_skipped"]
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 12, 12), (2, 5, 40)], ids=["rgb", "series"])
+def test_blur_replacement_blurs_every_channel_on_its_own(shape):
+    from unhans.explainers.faithfulness import _gaussian_blur
+
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    spatial = len(shape) - 2
+    blurred = _gaussian_blur(x, sigma=1.5, spatial=spatial)
+    assert blurred.shape == x.shape
+    for c in range(shape[1]):
+        torch.testing.assert_close(blurred[:, c:c + 1], _gaussian_blur(x[:, c:c + 1], sigma=1.5, spatial=spatial))
+    assert float(blurred.std()) < float(x.std())

@@ -196,3 +196,15 @@ def test_a_class_with_one_or_two_samples_is_analyzed_without_error():
     for n in (1, 2):
         analysis = analyze_group(np.random.default_rng(0).normal(size=(n, 16)))
         assert analysis.n_clusters == 1 and len(analysis.clusters) == n
+
+
+def test_pooling_a_plane_that_is_not_a_multiple_of_the_grid_keeps_every_bit_of_relevance():
+    from unhans.spray.preprocessing import pool_heatmaps
+
+    maps = np.random.default_rng(0).normal(size=(3, 6, 50)).astype(np.float32)  # a 6-feature x 50-step series
+    pooled = pool_heatmaps(maps, 8, "signed")
+    assert pooled.shape == (3, 6, 8)
+    np.testing.assert_allclose(pooled.sum((1, 2)), maps.sum((1, 2)), rtol=1e-5)
+    np.testing.assert_allclose(pooled[:, :, 0], maps[:, :, :7].sum(2), rtol=1e-5)  # 50 = 2 cells of 7 + 6 of 6
+    square = np.abs(maps[:, :, :48].repeat(8, axis=1)[:, :48])
+    np.testing.assert_allclose(pool_heatmaps(square, 8), square.reshape(3, 8, 6, 8, 6).sum((2, 4)), rtol=1e-5)

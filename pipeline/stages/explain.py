@@ -65,11 +65,17 @@ def unit_ranges(num_samples: int, shard_size: int) -> list[tuple[int, int, int]]
 
 
 def build_explainer(model, explain: ExplainConfig):
-    """The configured explainer (:mod:`unhans.explainers.registry`); LRP gets the composite."""
+    """The configured explainer (:mod:`unhans.explainers.registry`); LRP gets the composite; with
+    ``tsr`` it is wrapped in :class:`unhans.explainers.TemporalSaliencyRescaling` (time series)."""
     from unhans.explainers.registry import make_explainer
 
     options = {"composite": explain.composite, "concept_layer": explain.concept_layer} if explain.method == "lrp" else {}
-    return make_explainer(model, explain.method, **options)
+    explainer = make_explainer(model, explain.method, **options)
+    if explain.tsr:
+        from unhans.explainers import TemporalSaliencyRescaling
+
+        return TemporalSaliencyRescaling(explainer, alpha=explain.tsr_alpha, max_batch=explain.batch_size)
+    return explainer
 
 
 def last_linear(model):

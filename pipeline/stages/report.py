@@ -8,10 +8,12 @@ STAGE = "report"
 
 def run(ctx: AuditContext) -> None:
     from ..report import SIZE_BUDGET_BYTES, write_report
+    from ..sample_planes import SamplePlanes
     from ..sources import SampleImages
 
     spec = ctx.input_spec()
-    path = write_report(ctx.layout.root, SampleImages(ctx.source()), mean=spec.transform.mean, std=spec.transform.std,
+    planes = SamplePlanes(SampleImages(ctx.source()))  # a time series is shown as its features x time plane
+    path = write_report(ctx.layout.root, planes, mean=spec.transform.mean, std=spec.transform.std,
                         top_k=ctx.config.report.top_k)
     size = path.stat().st_size
     ctx.markers.mark_stage(STAGE, bytes=size)

@@ -110,7 +110,8 @@ class _Plan:
         self.mislabel = np.asarray(dynamics.column("mislabel_suspect").to_numpy(zero_copy_only=False), np.float64)
         array = open_heatmap_array(root)
         self.shard = int(array.shards[0]) if array.shards else int(array.chunks[0])
-        self.window = max(2, int(array.shape[-1]) // 4)
+        side = min(int(v) for v in array.shape[-2:])  # a time series' plane may be far from square
+        self.window = min(side, max(2, side // 4))
         n_shards = -(-len(self.target) // self.shard)
         by_memory = max(1, PART_BYTES // (4 * int(np.prod(array.shape[-2:])) * self.shard))
         self.part_rows = self.shard * max(1, min(by_memory, -(-n_shards // MIN_PARTS)))

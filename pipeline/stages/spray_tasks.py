@@ -45,11 +45,12 @@ class _Loaded:
         from unhans.storage.layout import RunLayout
 
         from ..devices import limit_threads
+        from ..sample_planes import SamplePlanes
         from ..sources import SampleImages, open_source
 
         limit_threads(job.threads)
         self.job = job
-        self.images = SampleImages(open_source(job.input, RunLayout(job.run_dir).image_index))
+        self.images = SamplePlanes(SampleImages(open_source(job.input, RunLayout(job.run_dir).image_index)))
         self._predict = None
         self._class_maps = None
         self._relevance = None
@@ -79,9 +80,9 @@ class _Loaded:
 
             model = build_model(self.job.model, "cpu")
 
-            def predict(x: np.ndarray) -> np.ndarray:
+            def predict(x: np.ndarray) -> np.ndarray:  # x: planes (n, C, H, W)
                 with torch.no_grad():
-                    return torch.softmax(model(torch.from_numpy(np.ascontiguousarray(x))), dim=1).numpy()
+                    return torch.softmax(model(torch.from_numpy(self.images.model_input(x))), dim=1).numpy()
 
             self._predict = predict
         return self._predict
