@@ -51,6 +51,7 @@ def export_virelay(run_dir: str | Path, out_dir: str | Path) -> Path:
 
     from .config import from_dict
     from .report.page import display_image
+    from .sample_planes import SamplePlanes
     from .sources import SampleImages
     from .stages.context import AuditContext
 
@@ -64,7 +65,7 @@ def export_virelay(run_dir: str | Path, out_dir: str | Path) -> Path:
     summary = json.loads(layout.summary.read_text())
     config = from_dict(manifest["config"])
     ctx = AuditContext(config=config, layout=layout, markers=None, quiet=True)
-    images = SampleImages(ctx.source())
+    images = SamplePlanes(SampleImages(ctx.source()))  # a time series as its features x time plane
     spec = ctx.input_spec()
     names = list(summary["dataset"].get("class_names") or [])
     samples = read_table(run_dir, "samples", columns=["sample_id", "label", "status"]).sort_by("sample_id")
@@ -92,12 +93,14 @@ def export_virelay(run_dir: str | Path, out_dir: str | Path) -> Path:
         f["label"] = labels.astype(np.int64)
 
     with h5py.File(out / "attribution.h5", "w") as f:
-        spatial = relevance.take(ok[:1]).shape[2:] if len(ok) else images.shape[2:]
+        spatial = images.shape[2:]
         attribution = f.create_dataset("attribution", (len(ok), 3, *spatial), dtype=np.float32,
                                        chunks=(1, 3, *spatial))
         for start in range(0, len(ok), BLOCK):
             ids = ok[start:start + BLOCK]
-            maps = relevance.take(ids).sum(1, keepdims=True) / 3.0
+            maps = relevance.take(ids)
+            maps = maps[:, None] if images.series else maps.sum(1, keepdims=True)
+            maps = maps / 3.0
             attribution[start:start + len(ids)] = np.repeat(maps, 3, axis=1).astype(np.float32)
         f["prediction"] = softmax(logits[ok], axis=1).astype(np.float32)
         f["label"] = labels[ok].astype(np.int64)

@@ -121,3 +121,23 @@ def test_an_input_read_by_a_residual_addition_is_refused():
     model = nn.Sequential(Residual(), nn.Flatten(), nn.Linear(5 * 24, 3))
     with pytest.raises(UnsupportedModelError, match="reads the model input"):
         LRP(model)(series(), torch.zeros(4, dtype=torch.long))
+
+
+def test_an_lstm_is_refused_by_lrp_and_explained_by_the_gradient_family():
+    from unhans.explainers import Gradient, TemporalSaliencyRescaling
+
+    class LSTMClassifier(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = nn.LSTM(5, 8, batch_first=True)
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, x):  # (B, features, time)
+            out, _ = self.lstm(x.transpose(1, 2))
+            return self.head(out[:, -1])
+
+    model, x = LSTMClassifier().eval(), series()
+    with pytest.raises(UnsupportedModelError, match="lstm"):
+        LRP(model)(x, torch.zeros(4, dtype=torch.long))
+    relevance = TemporalSaliencyRescaling(Gradient(model), alpha=0.5)(x, torch.zeros(4, dtype=torch.long))
+    assert relevance.shape == x.shape and torch.isfinite(relevance).all() and relevance.abs().sum() > 0
