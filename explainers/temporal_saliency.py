@@ -63,6 +63,7 @@ class TemporalSaliencyRescaling:
 
     def __call__(self, x: Tensor, target: Tensor) -> Tensor:
         """TSR relevance (B, F, T) of ``logits[b, target[b]]``; same dtype and device as ``x``."""
+        self._check(x)
         return self._rescaled(x, torch.as_tensor(target, device=x.device).long(), self.base(x, target))
 
     def explain(self, x: Tensor, target: Tensor | str = PREDICTED) -> Explanation:
@@ -102,7 +103,7 @@ class TemporalSaliencyRescaling:
         return out
 
     def _rescaled(self, x: Tensor, target: Tensor, reference: Tensor) -> Tensor:
-        self._check(x)
+        """Steps 1-3 of the module docstring for a checked ``x`` and the base relevance ``reference``."""
         b, f, t = x.shape
         self.last_passes = b
         reference = reference.detach()

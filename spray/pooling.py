@@ -14,14 +14,23 @@ def region_relevance(heatmaps: np.ndarray, grid: int) -> np.ndarray:
     maps = np.asarray(heatmaps, dtype=np.float64)
     if maps.ndim == 4:
         maps = maps.sum(axis=1)
-    n, h, w = maps.shape
-    rows = np.array_split(np.arange(h), grid)
-    cols = np.array_split(np.arange(w), grid)
-    out = np.empty((n, grid, grid))
-    for a, r in enumerate(rows):
-        for b, c in enumerate(cols):
-            out[:, a, b] = maps[:, r[0]:r[-1] + 1, c[0]:c[-1] + 1].sum(axis=(1, 2))
-    return out
+    if grid > min(maps.shape[1:]):
+        raise ValueError(f"region grid {grid} is larger than the heatmap ({maps.shape[1]}x{maps.shape[2]})")
+    return cell_sums(maps, grid, grid)
+
+
+def cell_sums(maps: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """(N, H, W) → (N, rows, cols): sums over a grid of near-equal cells (the boundaries of
+    ``numpy.array_split``: the first cells one pixel larger where a side does not divide);
+    rows ≤ H and cols ≤ W."""
+    return np.add.reduceat(np.add.reduceat(maps, _cell_starts(maps.shape[1], rows), axis=1),
+                           _cell_starts(maps.shape[2], cols), axis=2)
+
+
+def _cell_starts(side: int, cells: int) -> np.ndarray:
+    """First pixel of each of ``cells`` near-equal cells along a side of ``side`` pixels."""
+    sizes = [len(part) for part in np.array_split(np.arange(side), cells)]
+    return np.cumsum([0] + sizes[:-1])
 
 
 def pool_by_group(regions: np.ndarray, groups: np.ndarray) -> dict[int, dict[str, np.ndarray]]:

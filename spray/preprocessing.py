@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .pooling import cell_sums
+
 
 def pool_heatmaps(heatmaps: np.ndarray, pool_size: int, relevance: str = "positive") -> np.ndarray:
     """Sum over channels, keep positive (or signed) relevance, sum-pool to a grid of at most pool_size x pool_size.
@@ -24,14 +26,7 @@ def pool_heatmaps(heatmaps: np.ndarray, pool_size: int, relevance: str = "positi
     n, h, w = maps.shape
     if h % pool_size == 0 and w % pool_size == 0:
         return maps.reshape(n, pool_size, h // pool_size, pool_size, w // pool_size).sum(axis=(2, 4))
-    rows, cols = _cell_starts(h, pool_size), _cell_starts(w, pool_size)
-    return np.add.reduceat(np.add.reduceat(maps, rows, axis=1), cols, axis=2)
-
-
-def _cell_starts(side: int, cells: int) -> np.ndarray:
-    """First pixel of each of min(cells, side) near-equal cells along a side of ``side`` pixels."""
-    sizes = [len(part) for part in np.array_split(np.arange(side), min(cells, side))]
-    return np.cumsum([0] + sizes[:-1])
+    return cell_sums(maps, min(pool_size, h), min(pool_size, w))
 
 
 def normalize_features(features: np.ndarray, method: str = "l2") -> np.ndarray:
