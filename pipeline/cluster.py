@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from .config import ClusterConfig
 from .devices import worker_environment
@@ -34,15 +34,20 @@ def dask_client(config: ClusterConfig, *, use_gpus: bool = True) -> Iterator["ob
         except OSError as exc:
             raise ConnectionError(f"cluster.scheduler: cannot reach the Dask scheduler at {config.scheduler} "
                                   f"({exc})") from None
-        with client:
+        try:
             yield client
+        finally:
+            client.close()
         return
     gpus = _gpu_count() if use_gpus else 0
     with _without_malloc_trim():
         cluster = _local_cluster(config, gpus)
     try:
-        with Client(cluster) as client:
+        client = Client(cluster)  # not ``with``: that binds the client to this thread's context (see AuditContext)
+        try:
             yield client
+        finally:
+            client.close()
     finally:
         cluster.close()
 
@@ -66,6 +71,32 @@ def _without_malloc_trim() -> Iterator[None]:
     os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)
     with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
         yield
+
+
+def _import_modules(modules: list[str]) -> float:
+    """Import ``modules`` in this process (a worker); returns the seconds it took. A module that fails to
+    import is passed over: the task that needs it reports the error."""
+    import importlib
+    import time
+
+    start = time.perf_counter()
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - warming up only
+            pass
+    return time.perf_counter() - start
+
+
+def warm_workers(client, modules: Iterable[str]) -> dict[str, float]:
+    """Have every worker import ``modules`` now (seconds per worker address).
+
+    A fresh worker process pays for its imports in its first task: torch alone takes over a
+    second, and a stage's timer would count that as the stage's own work. Warmed while the
+    cluster comes up, the workers start the stage ready. Workers that join later import on
+    first use as before.
+    """
+    return client.run(_import_modules, list(modules))
 
 
 def dashboard_line(client) -> str:

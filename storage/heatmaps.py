@@ -48,6 +48,19 @@ def open_heatmap_array(run_dir: Path, mode: str = "r"):
     return zarr.open_array(Path(run_dir) / HEATMAPS, mode=mode)
 
 
+def shard_file(run_dir: Path, array, unit: int) -> Path:
+    """The file holding shard ``unit`` (samples ``unit * shard_size`` onwards) of the heatmap ``array`` of a run.
+    Zarr does not write a shard whose samples are all zero (the fill value): the file may be absent."""
+    key = array.metadata.encode_chunk_key((int(unit),) + (0,) * (array.ndim - 1))
+    return Path(run_dir) / HEATMAPS / key
+
+
+def shard_layout(array) -> dict:
+    """Everything that makes a shard file's bytes mean the same in two heatmap arrays (all but their length)."""
+    layout = array.metadata.to_dict()
+    return {key: value for key, value in layout.items() if key not in ("shape", "attributes")}
+
+
 def normalize_for_storage(relevance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Split (B, ...) relevance into (relevance / maxabs, maxabs); an all-zero map has scale 0."""
     flat = relevance.reshape(len(relevance), -1)

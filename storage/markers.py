@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .atomic import write_json_atomic
+from .atomic import DurableFiles, write_json_atomic
 from .layout import MARKERS
 
 
@@ -53,6 +53,13 @@ class Markers:
 
     def mark_unit(self, stage: str, unit: int, **info: Any) -> None:
         write_json_atomic(self._unit_path(stage, unit), {"unit": unit, "finished": time.time(), **info})
+
+    def mark_units(self, stage: str, infos: dict[int, dict[str, Any]]) -> None:
+        """Mark several units at once (their markers made durable together, see :class:`DurableFiles`)."""
+        finished = time.time()
+        with DurableFiles() as files:
+            for unit, info in infos.items():
+                files.write_json(self._unit_path(stage, unit), {"unit": unit, "finished": finished, **info})
 
     def done_units(self, stage: str) -> set[int]:
         unit_dir = self.root / stage

@@ -16,11 +16,24 @@ def table_dir(run_dir: Path, name: str) -> Path:
     return Path(run_dir) / TABLES / name
 
 
+def part_path(run_dir: Path, name: str, unit: int) -> Path:
+    """The part file of one unit's rows of table ``name``."""
+    return table_dir(run_dir, name) / f"part-{unit:08d}.parquet"
+
+
 def write_part(run_dir: Path, name: str, unit: int, table) -> Path:
     """Write one unit's rows of table ``name``."""
-    path = table_dir(run_dir, name) / f"part-{unit:08d}.parquet"
+    path = part_path(run_dir, name, unit)
     write_parquet_atomic(path, table)
     return path
+
+
+def read_part(path: Path, columns: list[str] | None = None):
+    """One part file as a pyarrow Table (``ParquetFile.read``: a third of ``pq.read_table``'s fixed cost)."""
+    import pyarrow.parquet as pq
+
+    with pq.ParquetFile(path) as part:
+        return part.read(columns=columns)
 
 
 def write_table(run_dir: Path, name: str, table) -> Path:
@@ -44,9 +57,8 @@ def _parts(run_dir: Path, name: str) -> list[Path]:
 def read_table(run_dir: Path, name: str, columns: list[str] | None = None):
     """All parts of table ``name`` as one pyarrow Table (parts in unit order)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    return pa.concat_tables([pq.read_table(p, columns=columns) for p in _parts(run_dir, name)])
+    return pa.concat_tables([read_part(p, columns) for p in _parts(run_dir, name)])
 
 
 def iter_table_batches(run_dir: Path, name: str, columns: list[str], rows: int = 8192):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,19 +31,35 @@ class AuditContext:
     reuse: Path | None = None   # an earlier run whose explanations the explain stage may take (--reuse)
     _cluster: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, repr=False)
     _client: object = field(default=None, repr=False)
+    _starting: "_ClusterStart | None" = field(default=None, repr=False)
+
+    def start_cluster(self, warm: tuple[str, ...] = ()) -> None:
+        """Start the audit's Dask cluster in the background, its workers importing the modules ``warm``.
+
+        A stage that works in this process meanwhile (the data stage's checks) hides the
+        cluster's start-up; :meth:`client` waits for it. Does nothing once a start is under way.
+        """
+        if self._client is None and self._starting is None:
+            self._starting = _ClusterStart(self.config.cluster, warm)
 
     def client(self):
         """The Dask client every stage of this audit shares, started on first use (and its dashboard named)."""
         if self._client is None:
-            from ..cluster import dask_client, dashboard_line
+            from ..cluster import dashboard_line
 
-            self._client = self._cluster.enter_context(dask_client(self.config.cluster))
+            self.start_cluster()
+            starting, self._starting = self._starting, None
+            self._client = starting.join(self._cluster)
             where = self.config.cluster.scheduler or f"LocalCluster, {self.config.cluster.workers} workers"
             self.log(f"cluster: {where}; {dashboard_line(self._client)}")
         return self._client
 
     def close(self) -> None:
         """Shut the local cluster down (a cluster given by address stays up)."""
+        if self._starting is not None:  # started for a stage that never came (an earlier one failed)
+            starting, self._starting = self._starting, None
+            with contextlib.suppress(Exception):
+                starting.join(self._cluster)
         self._cluster.close()
         self._client = None
 
@@ -95,3 +112,36 @@ class AuditContext:
         if "key" not in table.column_names:
             table = table.add_column(1, "key", self.keys())
         write_table(self.layout.root, name, table)
+
+
+class _ClusterStart:
+    """A cluster coming up on a thread of its own: :func:`unhans.pipeline.cluster.dask_client`, then the
+    workers' imports (best effort: a worker that cannot import fails later, in its task, with the reason)."""
+
+    def __init__(self, config, warm: tuple[str, ...]):
+        self._stack = contextlib.ExitStack()
+        self._client = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._start, args=(config, tuple(warm)), name="unhans-cluster-start",
+                                        daemon=True)
+        self._thread.start()
+
+    def _start(self, config, warm: tuple[str, ...]) -> None:
+        from ..cluster import dask_client, warm_workers
+
+        try:
+            self._client = self._stack.enter_context(dask_client(config))
+        except BaseException as exc:  # noqa: BLE001 - handed to the stage that asks for the client
+            self._error = exc
+            return
+        if warm:
+            with contextlib.suppress(Exception):
+                warm_workers(self._client, warm)
+
+    def join(self, stack: contextlib.ExitStack):
+        """Wait for the start; the cluster's teardown moves onto ``stack``. Raises the start's error, if any."""
+        self._thread.join()
+        stack.enter_context(self._stack.pop_all())
+        if self._error is not None:
+            raise self._error
+        return self._client

@@ -2,7 +2,8 @@
 
 Embedded digits: build the dataset with its defects, keep ground truth in its own table.
 User input: list an image folder / Parquet list into the run's image index, open the source,
-build the model and explain one sample, and check what must agree before hours of work: the
+build the model and explain one sample (meanwhile the Dask cluster starts and its workers import
+torch and the explainers, see ``AuditContext.start_cluster``), and check what must agree before hours of work: the
 model's number of outputs against the number of classes, and a recorded trajectory's sample
 and class counts against the input's. The manifest records the dataset's and the model's
 identity (sizes, class names, fingerprints).
@@ -106,9 +107,13 @@ def _user_input(ctx: AuditContext) -> None:
 
     from .explain import ExplainJob, check_job
 
+    from .explain import STAGE as EXPLAIN, worker_imports
+
     spec, model = ctx.input_spec(), ctx.model_spec()
     if spec.kind in ("imagefolder", "parquet"):
         build_image_index(spec, ctx.layout.image_index)
+    if not ctx.markers.stage_done(EXPLAIN):  # the cluster comes up while the model is checked here
+        ctx.start_cluster(warm=worker_imports(ctx.config.explain, model))
     job = ExplainJob(run_dir=str(ctx.layout.root.resolve()), input=spec, model=model, explain=ctx.config.explain)
     num_samples, sample_shape, num_outputs = check_job(job)
     source = job.open_source()

@@ -59,6 +59,22 @@ class ExplainJob:
         return open_source(self.input, RunLayout(self.run_dir).image_index)
 
 
+def worker_imports(explain: ExplainConfig, model: ModelConfig) -> tuple[str, ...]:
+    """What a worker imports before it explains anything: warmed while the cluster starts
+    (:meth:`~unhans.pipeline.stages.context.AuditContext.start_cluster`), so that the stage's time is its own
+    work. torch's autograd imports sympy (~0.5 s) at the first ``grad`` with ``grad_outputs``, which LRP's rules call."""
+    from unhans.explainers.registry import EXPLAINERS
+
+    modules = ["torch", "torch.fx.experimental.symbolic_shapes", "pyarrow.parquet", "pyarrow.dataset", "zarr",
+               "PIL.Image", f"unhans.explainers.{EXPLAINERS.get(explain.method, ('registry',))[0]}", __name__,
+               f"{__package__}.explain_reuse"]
+    if model.kind == "factory" and model.factory and ":" in model.factory:
+        modules.append(model.factory.partition(":")[0])
+    elif model.kind == "torchvision":
+        modules.append("torchvision")
+    return tuple(modules)
+
+
 def unit_ranges(num_samples: int, shard_size: int) -> list[tuple[int, int, int]]:
     """(unit, start, stop) for shard-aligned units covering 0..num_samples."""
     return [(u, s, min(s + shard_size, num_samples)) for u, s in enumerate(range(0, num_samples, shard_size))]
@@ -136,9 +152,18 @@ class LoadedJob:
         if job.reuse:
             from .explain_reuse import EarlierRun
 
-            self.earlier = EarlierRun(job.reuse)
+            self.earlier = EarlierRun(job.reuse, job.run_dir)
         self._num_classes: int | None = None
         self._num_concepts: int | None = None
+        self._heatmaps = None
+
+    def heatmap_array(self):
+        """The run's heatmap array, opened for writing once per process."""
+        if self._heatmaps is None:
+            from unhans.storage import open_heatmap_array
+
+            self._heatmaps = open_heatmap_array(Path(self.job.run_dir), mode="r+")
+        return self._heatmaps
 
     def num_concepts(self, x) -> int:
         """Channels of the concept layer, from one explanation of one sample the first time."""
@@ -209,35 +234,17 @@ def explain_range(loaded: LoadedJob, start: int, stop: int):
 
     With an earlier run to reuse (:mod:`.explain_reuse`), samples it explained with the same key and
     content are copied from it; the others are explained here, in contiguous runs."""
-    import pyarrow as pa
-
-    reused = {}
     if loaded.earlier is not None:  # identities without decoding; without reuse the batch brings its hashes
+        from .explain_reuse import take_and_explain
+
         keys, sources, hashes = loaded.source.identities(start, stop)
-        reused = loaded.earlier.match(keys, hashes, loaded.source.label_range(start, stop))
-    if not reused:
-        ids = np.arange(start, stop, dtype=np.int64)
-        return (*_explain_fresh(loaded, loaded.source.load(start, stop), ids), 0)
-    n = stop - start
-    fresh = np.array([j not in reused for j in range(n)])
-    positions = sorted(reused)
-    old_stored, old_rows, old_outputs = loaded.earlier.copied(
-        [reused[j] for j in positions], [start + j for j in positions], [sources[j] for j in positions])
-    stored = np.empty((n, *old_stored.shape[1:]), dtype=np.dtype(loaded.job.explain.heatmap_dtype))
-    stored[positions] = old_stored
-    if not fresh.any():
-        return stored, old_rows, old_outputs, len(positions)
-    # the new or changed samples: read run by run, explained together as one batch
-    edges = np.flatnonzero(np.diff(np.concatenate([[False], fresh, [False]]).astype(int)))
-    batch = _concatenated([loaded.source.load(start + a, start + b) for a, b in zip(edges[::2], edges[1::2])])
-    todo = np.flatnonzero(fresh)
-    new_stored, new_rows, new_outputs = _explain_fresh(loaded, batch, start + todo)
-    stored[todo] = new_stored
-    old_rows = old_rows.select(new_rows.column_names).cast(new_rows.schema)
-    old_outputs = old_outputs.select(new_outputs.column_names).cast(new_outputs.schema)
-    rows = pa.concat_tables([old_rows, new_rows]).sort_by("sample_id")
-    outputs = pa.concat_tables([old_outputs, new_outputs]).sort_by("sample_id")
-    return stored, rows, outputs, len(positions)
+        old = loaded.earlier.match(keys, hashes, loaded.source.label_range(start, stop))
+        if (old >= 0).any():
+            result = take_and_explain(loaded, start, stop, old, sources)
+            loaded.earlier.forget_parts()
+            return result
+    ids = np.arange(start, stop, dtype=np.int64)
+    return (*_explain_fresh(loaded, loaded.source.load(start, stop), ids), 0)
 
 
 def _concatenated(batches: list):
@@ -331,17 +338,68 @@ def explain_unit(key: str, unit: int, start: int, stop: int) -> dict:
     """A Dask task: explain one unit, write its shard and table part, then its marker."""
     from distributed import get_worker
 
-    from unhans.storage import Markers, open_heatmap_array, write_part
+    from .explain_reuse import UnitOutput
 
     loaded = get_worker().plugins[f"unhans-explain-{key}"].loaded
-    run_dir = Path(loaded.job.run_dir)
     stored, rows, outputs, reused = explain_range(loaded, start, stop)
-    open_heatmap_array(run_dir, mode="r+")[start:stop] = stored
-    write_part(run_dir, OUTPUTS_TABLE, unit, outputs)
-    write_part(run_dir, SAMPLES_TABLE, unit, rows)
-    quarantined = sum(s != "ok" for s in rows.column("status").to_pylist())
-    Markers(run_dir).mark_unit(STAGE, unit, start=start, stop=stop, quarantined=quarantined, reused=reused)
-    return {"unit": unit, "samples": stop - start, "quarantined": quarantined, "reused": reused}
+    return write_units(loaded, [UnitOutput(unit, start, stop, stored, rows, outputs, reused)])[0]
+
+
+def explain_span(key: str, units: list[tuple[int, int, int]]) -> list[dict]:
+    """A Dask task of a re-audit: consecutive units (see :mod:`.explain_reuse`), written as :func:`explain_unit` does."""
+    from distributed import get_worker
+
+    from .explain_reuse import explain_span as outputs_of
+
+    loaded = get_worker().plugins[f"unhans-explain-{key}"].loaded
+    return write_units(loaded, outputs_of(loaded, units))
+
+
+def write_units(loaded: LoadedJob, results: list) -> list[dict]:
+    """Write units' shards and table parts (or link an earlier run's), make them durable, then mark the units.
+
+    A unit owns its shard and its parts, so a unit redone after a crash replaces exactly its own files."""
+    from unhans.storage import Markers
+    from unhans.storage.atomic import DurableFiles
+    from unhans.storage.heatmaps import shard_file
+    from unhans.storage.tables import part_path
+
+    run_dir = Path(loaded.job.run_dir)
+    array = loaded.heatmap_array()
+    with DurableFiles() as files:
+        for run in _contiguous([r for r in results if r.files is None]):  # one Zarr write per run of units
+            array[run[0].start:run[-1].stop] = (run[0].stored if len(run) == 1
+                                                 else np.concatenate([r.stored for r in run]))
+        for r in results:
+            shard = shard_file(run_dir, array, r.unit)
+            if r.files is not None:
+                old_shard, old_samples, old_outputs = r.files
+                if old_shard.is_file():
+                    files.link(old_shard, shard)
+                else:  # all of OLD's maps in the unit are zero: Zarr stored no file, nor may NEW
+                    shard.unlink(missing_ok=True)
+                files.link(old_outputs, part_path(run_dir, OUTPUTS_TABLE, r.unit))
+                files.link(old_samples, part_path(run_dir, SAMPLES_TABLE, r.unit))
+                continue
+            if shard.is_file():
+                files.sync(shard)
+            files.write_parquet(part_path(run_dir, OUTPUTS_TABLE, r.unit), r.outputs)
+            files.write_parquet(part_path(run_dir, SAMPLES_TABLE, r.unit), r.rows)
+    infos = {r.unit: {"start": r.start, "stop": r.stop, "quarantined": r.quarantined, "reused": r.reused}
+             for r in results}
+    Markers(run_dir).mark_units(STAGE, infos)
+    return [{"unit": unit, "samples": info["stop"] - info["start"], **info} for unit, info in infos.items()]
+
+
+def _contiguous(results: list) -> list[list]:
+    """``results`` (in unit order) grouped into runs of adjacent units."""
+    runs: list[list] = []
+    for r in results:
+        if runs and runs[-1][-1].stop == r.start:
+            runs[-1].append(r)
+        else:
+            runs.append([r])
+    return runs
 
 
 class ExplainerPlugin(WorkerPlugin):
@@ -429,15 +487,22 @@ def run_explain_stage(job: ExplainJob, client, *, num_samples: int, sample_shape
     if todo:
         warn_about_malloc_trim(client)
         client.register_plugin(ExplainerPlugin(job), name=f"unhans-explain-{key}")
-    futures = [
-        client.submit(explain_unit, key, unit, start, stop, key=f"explain-{key}-{unit}", retries=3, pure=False)
-        for unit, start, stop in todo
-    ]
+    if job.reuse:  # mostly copies: runs of units per task (see .explain_reuse)
+        from .explain_reuse import spans
+
+        workers = max(1, len(client.scheduler_info().get("workers", {})))
+        unit_bytes = job.explain.shard_size * int(np.prod(sample_shape)) * np.dtype(job.explain.heatmap_dtype).itemsize
+        futures = [client.submit(explain_span, key, span, key=f"explain-{key}-{span[0][0]}-{span[-1][0]}",
+                                 retries=3, pure=False) for span in spans(todo, workers, unit_bytes)]
+    else:
+        futures = [client.submit(explain_unit, key, unit, start, stop, key=f"explain-{key}-{unit}", retries=3,
+                                 pure=False) for unit, start, stop in todo]
     initial = num_samples - sum(stop - start for _, start, stop in todo)
     with tqdm(total=num_samples, initial=initial, desc="explain", unit="sample", disable=not progress,
               leave=False) as bar:
         for future in as_completed(futures):
-            bar.update(future.result()["samples"])
+            result = future.result()
+            bar.update(sum(r["samples"] for r in result) if isinstance(result, list) else result["samples"])
     if todo:
         client.unregister_worker_plugin(f"unhans-explain-{key}")
     reused = sum(int((markers.unit_info(STAGE, u) or {}).get("reused", 0)) for u, _, _ in units)
@@ -479,6 +544,7 @@ def run(ctx) -> None:
     job = ExplainJob(run_dir=str(ctx.layout.root.resolve()), input=ctx.input_spec(), model=ctx.model_spec(),
                      explain=config.explain, threads=config.cluster.threads_per_worker,
                      record_features=record_features, reuse=reuse)
+    ctx.start_cluster(warm=worker_imports(config.explain, job.model))  # usually under way since the data stage
     client = ctx.client()
     start = time.perf_counter()
     ctx.log(f"explain: {config.explain.method}" + (f" {config.explain.composite}" if config.explain.method == "lrp" else ""))

@@ -8,16 +8,33 @@ only new or changed samples are explained. That is sound only when everything el
 the heatmap is the same, which :func:`reuse_blockers` checks first: the model's fingerprint, the
 explainer settings, the input transform, the sample shape and whether penultimate features are
 recorded. Any difference means no reuse at all, and the reason is printed.
+
+What it costs. A re-audit still reads and hashes every input file (that is how "unchanged" is
+decided), but everything else is cheap per sample: one Dask task takes a *span* of consecutive
+units (:func:`spans`), matches their samples against OLD's index (key, hash, label, status: the
+only columns each worker reads whole), reads OLD's heatmaps for the span with one Zarr read and
+only the table parts it needs, explains the span's new samples together as one batch, writes
+every unit's shard and parts as before and makes them durable together before the units'
+markers. A unit whose samples all kept their ids (nothing was inserted before them: a dataset
+that grew at its end) is not even decoded: its shard and both parts are hard-linked from OLD
+(:class:`~unhans.storage.atomic.DurableFiles`, copied where linking fails), which leaves NEW
+valid when OLD is deleted, since no writer here changes a file in place.
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 #: explain settings that change a stored heatmap or row
 EXPLAIN_KEYS = ("method", "composite", "target", "heatmap_dtype", "concepts", "concept_layer")
+#: at most this many bytes of heatmaps in one span's memory (at least one unit)
+SPAN_BYTES = 64 << 20
+#: spans per worker: enough for the workers to even out, few enough that each task's fixed cost stays small
+SPANS_PER_WORKER = 4
+INDEX_COLUMNS = ["sample_id", "key", "content_hash", "label", "status"]
 
 
 def reuse_blockers(old_dir: Path, new_manifest: dict, new_config: dict, record_features: bool) -> list[str]:
@@ -63,50 +80,217 @@ def reuse_blockers(old_dir: Path, new_manifest: dict, new_config: dict, record_f
     return reasons
 
 
-class EarlierRun:
-    """An earlier run's explained samples, opened once per worker: lookup by key and hash, rows to copy."""
+def spans(units: list[tuple[int, int, int]], workers: int, unit_bytes: int) -> list[list[tuple[int, int, int]]]:
+    """The units to do, cut into runs of consecutive units (one Dask task each): about
+    :data:`SPANS_PER_WORKER` per worker, none holding more than :data:`SPAN_BYTES` of heatmaps."""
+    if not units:
+        return []
+    size = -(-len(units) // (SPANS_PER_WORKER * max(1, workers)))
+    size = max(1, min(size, SPAN_BYTES // max(1, unit_bytes)))
+    out: list[list[tuple[int, int, int]]] = []
+    for unit in units:
+        if out and len(out[-1]) < size and out[-1][-1][0] + 1 == unit[0]:
+            out[-1].append(unit)
+        else:
+            out.append([unit])
+    return out
 
-    def __init__(self, old_dir: str):
+
+class EarlierRun:
+    """An earlier run's explained samples, opened once per worker: its index (key → id, hash, label) read
+    whole, its heatmaps and table parts read where a span needs them."""
+
+    def __init__(self, old_dir: str, new_dir: str | None = None):
         from unhans.storage import open_heatmap_array, read_table
+        from unhans.storage.heatmaps import shard_layout
 
         self.root = Path(old_dir)
-        samples = read_table(self.root, "samples").sort_by("sample_id")
-        self.samples = samples
-        self.outputs = read_table(self.root, "outputs").sort_by("sample_id")
-        ok = samples.column("status").to_numpy(zero_copy_only=False) == "ok"
-        ids = samples.column("sample_id").to_numpy()
-        keys = samples.column("key").to_pylist()
-        hashes = samples.column("content_hash").to_pylist()
-        labels = samples.column("label").to_numpy()
-        self.by_key = {keys[i]: (int(ids[i]), hashes[i], int(labels[i])) for i in np.flatnonzero(ok)}
-        self.row_of = {int(sample_id): i for i, sample_id in enumerate(ids)}
-        self.out_row_of = {int(s): i for i, s in enumerate(self.outputs.column("sample_id").to_numpy())}
+        index = read_table(self.root, "samples", columns=INDEX_COLUMNS)
+        ok = np.flatnonzero(index.column("status").to_numpy(zero_copy_only=False) == "ok")
+        index = index.take(ok)
+        self.by_key = dict(zip(index.column("key").to_pylist(),
+                               zip(index.column("sample_id").to_pylist(), index.column("content_hash").to_pylist(),
+                                   index.column("label").to_pylist())))
         self.heatmaps = open_heatmap_array(self.root, mode="r")
+        self.shard = int(self.heatmaps.shards[0]) if self.heatmaps.shards else int(self.heatmaps.chunks[0])
+        # NEW's units can take OLD's shard files as they are when both arrays lay their shards out the same way
+        self.same_shards = (new_dir is not None
+                            and shard_layout(open_heatmap_array(Path(new_dir), mode="r")) == shard_layout(self.heatmaps))
+        self._parts: dict[tuple[str, int], object] = {}
+        self._whole: dict[str, object] = {}
 
-    def match(self, keys: list[str], hashes: list[str], labels: np.ndarray) -> dict[int, int]:
-        """Positions in ``keys`` whose sample OLD explained with the same content and the same given label → OLD's
-        sample id (a relabeled sample is explained again: its row, and with ``target: label`` its heatmap, change)."""
-        out = {}
-        for j, (key, digest, label) in enumerate(zip(keys, hashes, labels)):
+    def match(self, keys: list[str], hashes: list[str], labels: np.ndarray) -> np.ndarray:
+        """For each position of ``keys``: OLD's sample id when OLD explained it with the same content and the same given
+        label, else -1 (a relabeled sample is explained again: its row, and with ``target: label`` its heatmap, change)."""
+        out = np.full(len(keys), -1, np.int64)
+        for j, (key, digest, label) in enumerate(zip(keys, hashes, labels.tolist())):
             found = self.by_key.get(key)
-            if found is not None and found[1] == digest and found[2] == int(label):
+            if found is not None and found[1] == digest and found[2] == label:
                 out[j] = found[0]
         return out
 
-    def copied(self, old_ids: list[int], new_ids: list[int], sources: list[str]):
+    def stored(self, old_ids: np.ndarray) -> np.ndarray:
+        """OLD's stored heatmaps of ``old_ids`` (in that order): one read of the range they span when they are dense
+        in it (a grown dataset shifts runs of ids), else one read per chunk touched."""
+        old_ids = np.asarray(old_ids, np.int64)
+        if not len(old_ids):
+            return np.empty((0, *self.heatmaps.shape[1:]), self.heatmaps.dtype)
+        low, high = int(old_ids.min()), int(old_ids.max()) + 1
+        if high - low <= 2 * len(old_ids):
+            return self.heatmaps[low:high][old_ids - low]
+        order = np.argsort(old_ids)
+        out = np.empty((len(old_ids), *self.heatmaps.shape[1:]), self.heatmaps.dtype)
+        out[order] = self.heatmaps.get_orthogonal_selection((old_ids[order],))
+        return out
+
+    def rows(self, name: str, old_ids: np.ndarray):
+        """OLD's rows of table ``name`` for ``old_ids`` (in that order), from the parts of the units holding them."""
+        import pyarrow as pa
+
+        old_ids = np.asarray(old_ids, np.int64)
+        parts = [self._part(name, int(p)) for p in np.unique(old_ids // self.shard)]
+        table = pa.concat_tables(parts) if parts and None not in parts else None
+        at = None if table is None else _positions(table, old_ids)
+        if at is None:  # parts not cut by unit (not written by this stage): read the table whole, once
+            table = self._whole.get(name)
+            if table is None:
+                from unhans.storage import read_table
+
+                table = self._whole[name] = read_table(self.root, name)
+            at = _positions(table, old_ids)
+        return table.take(pa.array(at, pa.int64()))
+
+    def _part(self, name: str, part: int):
+        from unhans.storage.tables import part_path, read_part
+
+        if (name, part) not in self._parts:
+            path = part_path(self.root, name, part)
+            self._parts[(name, part)] = read_part(path) if path.is_file() else None
+        return self._parts[(name, part)]
+
+    def forget_parts(self) -> None:
+        """Drop the table parts read for the last span (the next span needs others)."""
+        self._parts.clear()
+
+    def copied(self, old_ids: np.ndarray, new_ids: np.ndarray, sources: list[str]):
         """(stored heatmaps, samples rows, outputs rows) of ``old_ids`` renumbered to ``new_ids``."""
         import pyarrow as pa
 
-        old = np.asarray(old_ids)
-        if len(old) and np.array_equal(old, np.arange(old[0], old[0] + len(old))):
-            stored = self.heatmaps[int(old[0]):int(old[0]) + len(old)]      # the common case: one contiguous range
-        else:
-            order = np.argsort(old)
-            stored = np.empty((len(old), *self.heatmaps.shape[1:]), dtype=self.heatmaps.dtype)
-            stored[order] = self.heatmaps.get_orthogonal_selection((old[order],))  # one read per chunk touched
-        rows = self.samples.take(pa.array([self.row_of[i] for i in old_ids], pa.int64()))
+        rows = self.rows("samples", old_ids)
         rows = rows.set_column(rows.column_names.index("sample_id"), "sample_id", pa.array(new_ids, pa.int64()))
         rows = rows.set_column(rows.column_names.index("source"), "source", pa.array(sources, pa.string()))
-        outputs = self.outputs.take(pa.array([self.out_row_of[i] for i in old_ids], pa.int64()))
-        outputs = outputs.set_column(0, "sample_id", pa.array(new_ids, pa.int64()))
-        return stored, rows, outputs
+        outputs = self.rows("outputs", old_ids)
+        outputs = outputs.set_column(outputs.column_names.index("sample_id"), "sample_id",
+                                     pa.array(new_ids, pa.int64()))
+        return self.stored(old_ids), rows, outputs
+
+    def unit_files(self, unit: int, start: int, stop: int, old_ids: np.ndarray, sources: list[str]):
+        """OLD's files of unit ``unit`` (shard, samples part, outputs part) when NEW's unit [start, stop) can be them
+        as they are: every sample reused under the same id, the same shard extent and layout, the same ``source``
+        names; else None."""
+        from unhans.storage.heatmaps import shard_file
+        from unhans.storage.tables import part_path
+
+        if (not self.same_shards or start != unit * self.shard
+                or stop != min(start + self.shard, self.heatmaps.shape[0])
+                or not np.array_equal(old_ids, np.arange(start, stop))):
+            return None
+        samples, outputs = part_path(self.root, "samples", unit), part_path(self.root, "outputs", unit)
+        if not (samples.is_file() and outputs.is_file()):
+            return None
+        from unhans.storage.tables import read_part
+
+        old = read_part(samples, ["sample_id", "source"])
+        if (old.column("sample_id").to_pylist() != list(range(start, stop))
+                or old.column("source").to_pylist() != list(sources)):
+            return None
+        return shard_file(self.root, self.heatmaps, unit), samples, outputs
+
+
+def _positions(table, ids: np.ndarray) -> np.ndarray | None:
+    """Row positions of ``ids`` in ``table``'s ``sample_id`` column, or None when one is missing."""
+    have = table.column("sample_id").to_numpy()
+    if not len(have):
+        return None if len(ids) else np.empty(0, np.int64)
+    order = np.argsort(have, kind="stable")
+    at = order[np.minimum(np.searchsorted(have, ids, sorter=order), len(have) - 1)]
+    return at if np.array_equal(have[at], ids) else None
+
+
+@dataclass
+class UnitOutput:
+    """One unit's results, to be written by :func:`unhans.pipeline.stages.explain.write_units`: stored heatmaps and
+    table rows, or (``files``) OLD's shard and parts to link as they are."""
+
+    unit: int
+    start: int
+    stop: int
+    stored: np.ndarray | None
+    rows: object | None
+    outputs: object | None
+    reused: int
+    files: tuple[Path, Path, Path] | None = None
+
+    @property
+    def quarantined(self) -> int:
+        return 0 if self.rows is None else sum(s != "ok" for s in self.rows.column("status").to_pylist())
+
+
+def take_and_explain(loaded, start: int, stop: int, old: np.ndarray, sources: list[str],
+                     skip: np.ndarray | None = None):
+    """Samples [start, stop) given their OLD ids ``old`` (-1: explain here): (stored heatmaps, samples rows, outputs
+    rows, number reused). Positions in ``skip`` are left out (their rows too; their heatmaps stay unset)."""
+    import pyarrow as pa
+
+    from .explain import _concatenated, _explain_fresh
+
+    n = stop - start
+    wanted = np.ones(n, bool) if skip is None else ~skip
+    taken = np.flatnonzero(wanted & (old >= 0))
+    fresh = wanted & (old < 0)
+    stored = np.zeros((n, *loaded.earlier.heatmaps.shape[1:]), dtype=np.dtype(loaded.job.explain.heatmap_dtype))
+    rows = outputs = None
+    if len(taken):
+        stored[taken], rows, outputs = loaded.earlier.copied(old[taken], start + taken, [sources[j] for j in taken])
+    if fresh.any():  # the new or changed samples: read run by run, explained together as one batch
+        edges = np.flatnonzero(np.diff(np.concatenate([[False], fresh, [False]]).astype(int)))
+        batch = _concatenated([loaded.source.load(start + a, start + b) for a, b in zip(edges[::2], edges[1::2])])
+        todo = np.flatnonzero(fresh)
+        new_stored, new_rows, new_outputs = _explain_fresh(loaded, batch, start + todo)
+        stored[todo] = new_stored
+        if rows is None:
+            rows, outputs = new_rows, new_outputs
+        else:
+            rows = pa.concat_tables([rows.select(new_rows.column_names).cast(new_rows.schema), new_rows])
+            outputs = pa.concat_tables([outputs.select(new_outputs.column_names).cast(new_outputs.schema),
+                                        new_outputs])
+            rows, outputs = rows.sort_by("sample_id"), outputs.sort_by("sample_id")
+    return stored, rows, outputs, len(taken)
+
+
+def explain_span(loaded, units: list[tuple[int, int, int]]) -> list[UnitOutput]:
+    """Consecutive units of a re-audit: each unit's :class:`UnitOutput`, OLD's where it can be taken."""
+    first, last = units[0][1], units[-1][2]
+    earlier = loaded.earlier
+    keys, sources, hashes = loaded.source.identities(first, last)
+    old = earlier.match(keys, hashes, loaded.source.label_range(first, last))
+    linked, skip = {}, np.zeros(last - first, bool)
+    for unit, start, stop in units:
+        files = earlier.unit_files(unit, start, stop, old[start - first:stop - first], sources[start - first:stop - first])
+        if files is not None:
+            linked[unit] = files
+            skip[start - first:stop - first] = True
+    out = []
+    if not skip.all():
+        stored, rows, outputs, _ = take_and_explain(loaded, first, last, old, sources, skip)
+        ids = rows.column("sample_id").to_numpy()
+    earlier.forget_parts()
+    for unit, start, stop in units:
+        if unit in linked:
+            out.append(UnitOutput(unit, start, stop, None, None, None, stop - start, linked[unit]))
+            continue
+        low, high = np.searchsorted(ids, [start, stop])
+        reused = int((old[start - first:stop - first] >= 0).sum())
+        out.append(UnitOutput(unit, start, stop, stored[start - first:stop - first], rows.slice(low, high - low),
+                              outputs.slice(low, high - low), reused))
+    return out
