@@ -38,16 +38,27 @@ def _temporary(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
 
 
-def write_atomic(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> Path:
-    """Create ``path`` atomically and durably from ``write(binary_file)``; returns the path."""
-    path = Path(path)
+def _write_temporary(path: Path, write: Callable[[IO[bytes]], None], sync: bool) -> Path:
+    """``write(binary_file)`` into a fresh temporary file beside ``path`` (fsynced when ``sync``); removed on failure."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary(path)
     try:
         with open(tmp, "wb") as fh:
             write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if sync:
+                fh.flush()
+                os.fsync(fh.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def write_atomic(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> Path:
+    """Create ``path`` atomically and durably from ``write(binary_file)``; returns the path."""
+    path = Path(path)
+    tmp = _write_temporary(path, write, sync=True)
+    try:
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -120,14 +131,7 @@ class DurableFiles:
 
     def write(self, path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> Path:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _temporary(path)
-        try:
-            with open(tmp, "wb") as fh:
-                write(fh)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        tmp = _write_temporary(path, write, sync=False)  # fsynced on a background thread
         self._pending.append(self._pool.submit(_sync_and_rename, tmp, path))
         self._directories.add(path.parent)
         return path

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -66,10 +67,10 @@ def test_a_grown_dataset_is_reaudited_incrementally_and_reports_exactly_the_new_
     relabeled = labels[:450].copy()
     relabeled[20] = (relabeled[20] + 1) % 10  # the same image, another label: its row must not be copied
     for name, x, y in (("small", images[:400], labels[:400]), ("grown", grown, relabeled)):
-        np.save(tmp_path / f"{name}_x.npy", x)
-        np.save(tmp_path / f"{name}_y.npy", y)
-        config = {"input": {"kind": "npy", "path": str(tmp_path / f"{name}_x.npy"),
-                            "labels_path": str(tmp_path / f"{name}_y.npy")},
+        np.save(tmp_path / "data_x.npy", x)  # the same files, grown overnight
+        np.save(tmp_path / "data_y.npy", y)
+        config = {"input": {"kind": "npy", "path": str(tmp_path / "data_x.npy"),
+                            "labels_path": str(tmp_path / "data_y.npy")},
                   "model": model, "spray": {"umap": False}, "faithfulness": {"samples": 64},
                   "explain": {"shard_size": 64}}
         run_audit(from_dict(config), tmp_path / name, quiet=True,
@@ -77,6 +78,10 @@ def test_a_grown_dataset_is_reaudited_incrementally_and_reports_exactly_the_new_
     info = json.loads((tmp_path / "grown" / "markers" / "explain.done").read_text())
     assert (info["reused_samples"], info["explained_samples"]) == (398, 52)
     old = zarr.open_array(tmp_path / "small" / "heatmaps.zarr", mode="r")[:]
+    # units 1-5 (samples 64-383) kept every sample under the same id: their files are OLD's, hard-linked
+    linked = [Path(run, "heatmaps.zarr", "c", "1", *["0"] * (old.ndim - 1)) for run in (tmp_path / "small", tmp_path / "grown")]
+    assert linked[0].stat().st_ino == linked[1].stat().st_ino
+    assert (tmp_path / "grown" / "tables" / "samples" / "part-00000001.parquet").stat().st_nlink == 2
     result = compare_runs(tmp_path / "small", tmp_path / "grown", FailOn.parse("none"))
     shutil.rmtree(tmp_path / "small")  # the re-audit holds copies, not references
     new = zarr.open_array(tmp_path / "grown" / "heatmaps.zarr", mode="r")[:]
