@@ -24,6 +24,15 @@ statistics; nothing is downloaded), batch 8, 3×64×64 and 3×224×224, on CPU:
 
     python benchmarks/lrp_speed.py            # full table (~15 min on 2 busy cores)
     python benchmarks/lrp_speed.py --quick    # 3×64×64 only, 3 rounds (~2 min)
+    python benchmarks/lrp_speed.py --vit      # ViT rows only (issue #16, ~6 min)
+
+ViT rows (``--vit``): torchvision ``vit_b_16`` (random weights at a trained model's scale, the
+zero-initialised head included), batch 8, 3×64×64 (``image_size=64``) and 3×224×224, the
+default thread setting: ``gradient`` (plain input gradient; torch's fused attention kernel),
+``lrp`` (``LRP(model, "epsilon")``: ε everywhere plus the AttnLRP rules) and, when the ``lxt``
+package is installed, ``lxt`` (its efficient AttnLRP on its own copy, see
+``benchmarks/lxt_reference.py``), timed in alternation. Ends with ``RESULT vit_b_16_64=…
+vit_b_16_224=… lxt_speedup=…`` (LRP/gradient time ratios; lxt's time over LRP's, smallest row).
 
 Ends with one line ``RESULT vgg16_64=… resnet50_64=… vgg16_224=… resnet50_224=…
 zennit_speedup=… zennit_memory=…``: the LRP/gradient time ratios (worst thread setting), the
@@ -189,12 +198,80 @@ def memory_rows(sizes: list[int]) -> list[dict]:
     return rows
 
 
+def build_vit(size: int, batch: int = 8) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """torchvision vit_b_16 at ``size`` with random weights at a trained model's scale, input, targets."""
+    import math
+
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.vit_b_16(weights=None, image_size=size).eval()
+    with torch.no_grad():
+        for key, p in model.named_parameters():
+            if p.dim() > 1:
+                p.normal_(0, 1 / math.sqrt(p[0].numel()))
+            elif not key.endswith("weight"):
+                p.normal_(0, 0.1)
+    generator = torch.Generator().manual_seed(1)
+    return model, torch.rand(batch, 3, size, size, generator=generator), torch.arange(batch) * 7 % 1000
+
+
+def vit_rows(sizes: list[int], rounds: dict[int, int]) -> list[dict]:
+    """Median seconds of gradient, LRP (AttnLRP) and lxt on vit_b_16, alternating round by round."""
+    import copy
+
+    from unhans.explainers import LRP
+
+    rows = []
+    for size in sizes:
+        model, x, target = build_vit(size)
+        frozen = copy.deepcopy(model).requires_grad_(False)
+        explainer = LRP(model, "epsilon")
+        calls = {"gradient": lambda x, t: plain_gradient(frozen, x, t), "lrp": lambda x, t: explainer(x, t)}
+        try:
+            sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+            from lxt_reference import lxt_explainer
+
+            calls["lxt"] = lxt_explainer(model)
+        except ImportError as error:
+            print(f"(lxt not timed: {error})")
+        for call in calls.values():
+            call(x, target)  # warm-up; LRP prepares its model here
+        seconds: dict[str, list[float]] = {key: [] for key in calls}
+        order = list(calls)
+        for r in range(rounds[size]):
+            for key in order[r % len(order):] + order[: r % len(order)]:
+                start = time.perf_counter()
+                calls[key](x, target)
+                seconds[key].append(time.perf_counter() - start)
+        row = {"size": size, **{key: statistics.median(v) for key, v in seconds.items()}}
+        row["lrp/grad"] = statistics.median(a / b for a, b in zip(seconds["lrp"], seconds["gradient"]))
+        if "lxt" in seconds:
+            row["lxt/lrp"] = statistics.median(a / b for a, b in zip(seconds["lxt"], seconds["lrp"]))
+        print(f"vit_b_16  {size:4d} " + " ".join(f"{key} {row[key]:.3f}s" for key in calls)
+              + f"  lrp/grad {row['lrp/grad']:.3f}" + (f"  lxt/lrp {row['lxt/lrp']:.2f}" if "lxt/lrp" in row else ""),
+              flush=True)
+        rows.append(row)
+        del calls, model, frozen, explainer
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3×64×64 only, 3 rounds")
     parser.add_argument("--rounds", type=int, default=None, help="timing rounds per row (default 21 at 64, 5 at 224)")
     parser.add_argument("--no-memory", action="store_true", help="skip the subprocess memory measurement")
+    parser.add_argument("--vit", action="store_true", help="only the Vision Transformer rows (vit_b_16, AttnLRP, lxt)")
     args = parser.parse_args()
+    if args.vit:
+        sizes = [64] if args.quick else [64, 224]
+        rows = vit_rows(sizes, {64: args.rounds or (3 if args.quick else 11), 224: args.rounds or 3})
+        result = {f"vit_b_16_{row['size']}": f"{row['lrp/grad']:.3f}" for row in rows}
+        if all("lxt/lrp" in row for row in rows):
+            result["lxt_speedup"] = f"{min(row['lxt/lrp'] for row in rows):.2f}"
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch 8")
+        print("RESULT " + " ".join(f"{key}={value}" for key, value in result.items()))
+        return
     sizes = [64] if args.quick else [64, 224]
     rounds = {64: 3, 224: 3} if args.quick else {64: 21, 224: 5}
     if args.rounds:

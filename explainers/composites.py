@@ -12,7 +12,12 @@ name                       first Linear/Conv    convolutions   nn.Linear
 epsilon_plus_flat          Flat                 z⁺             ε
 epsilon_gamma_box          z^B (low, high)      γ              ε
 epsilon_alpha2_beta1_flat  Flat                 α2β1           ε
+epsilon                    ε                    ε              ε
 ========================== ==================== ============== ===========
+
+Attention, LayerNorm/RMSNorm and products of input-dependent tensors get the AttnLRP rules
+(:mod:`.attention_rules`) in every composite; ``nn.MultiheadAttention``'s projections get the
+composite's nn.Linear rule.
 
 The first layer is the first Linear/Conv to run, read from the data flow (:mod:`.dataflow`);
 zennit takes the first in registration order, the same layer in sequential models. (zennit's
@@ -28,8 +33,8 @@ from typing import Callable
 
 from torch import Tensor, nn
 
-from . import parameter_free_rules, rules
-from .support import ACTIVATIONS, AFFINE, AVG_POOL, BATCH_NORM, MAX_POOL
+from . import attention_rules, parameter_free_rules, rules
+from .support import ACTIVATIONS, AFFINE, ATTENTION, AVG_POOL, BATCH_NORM, LAYER_NORMS, MAX_POOL
 
 RuleFactory = Callable[[nn.Module], nn.Module]
 
@@ -57,6 +62,10 @@ class Composite:
             return parameter_free_rules.WinnerTakesAll(module)
         if isinstance(module, ACTIVATIONS + BATCH_NORM):
             return parameter_free_rules.Pass(module)
+        if isinstance(module, LAYER_NORMS):
+            return attention_rules.LayerNormRule(module)
+        if isinstance(module, ATTENTION):
+            return attention_rules.AttentionRule(module, self.linear)
         return None
 
     def apply(
@@ -76,8 +85,9 @@ class Composite:
         relu_fed_ids = {id(layer) for layer in relu_fed}
         first_ids = {id(first)} | {id(layer) for layer in also_first}
         replacements: dict[int, nn.Module | None] = {}
+        replaced: list[str] = []  # paths of replaced modules: their children belong to the rule now
         for path, module in list(model.named_modules(remove_duplicate=False)):
-            if not path:
+            if not path or any(path.startswith(f"{done}.") for done in replaced):
                 continue
             if id(module) not in replacements:
                 replacement = self.rule(module, id(module) in first_ids, id(module) in gate_ids)
@@ -88,6 +98,7 @@ class Composite:
                 replacements[id(module)] = replacement
             replacement = replacements[id(module)]
             if replacement is not None:
+                replaced.append(path)
                 parent, _, name = path.rpartition(".")
                 setattr(model.get_submodule(parent) if parent else model, name, replacement)
         return replacements.get(id(first)) if first is not None else None
@@ -134,10 +145,18 @@ def epsilon_alpha2_beta1_flat(
     )
 
 
+def epsilon(epsilon: float = 1e-6, stabilizer: float = 1e-6, zero_bias: bool = False) -> Composite:
+    """ε on every Linear/Conv layer, the first included: with AttnLRP's rules on attention, normalisation and
+    activations (:mod:`.attention_rules`) this is plain AttnLRP, the rules of lxt's efficient implementation."""
+    rule = partial(rules.Epsilon, epsilon=epsilon, zero_bias=zero_bias)
+    return Composite(first=rule, convolution=rule, linear=rule, stabilizer=stabilizer)
+
+
 COMPOSITES: dict[str, Callable[..., Composite]] = {
     "epsilon_plus_flat": epsilon_plus_flat,
     "epsilon_gamma_box": epsilon_gamma_box,
     "epsilon_alpha2_beta1_flat": epsilon_alpha2_beta1_flat,
+    "epsilon": epsilon,
 }
 
 

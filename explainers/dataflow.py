@@ -21,10 +21,15 @@ input-dependent inputs. From that record (:func:`trace`) it derives:
   ``cat``, ``mean``, average pooling, reshapes, scaling by a constant) are explained by their
   plain gradient, which *is* the LRP-0/Norm propagation ``R_j = x_j ∂y_k/∂x_j / y_k · R_k``,
   and ReLU and max pooling by theirs (Pass, winner-takes-all); residual additions such as
-  torchvision ResNet's ``out += identity`` are therefore explained correctly. Any other
-  operation (``sigmoid``, ``softmax``, products of two input-dependent tensors other than a
-  gate, …) would be a silent gradient fall back, so it is reported as
-  :class:`UnsupportedModelError`.
+  torchvision ResNet's ``out += identity`` are therefore explained correctly.
+- **Forward code with an AttnLRP rule** (:mod:`.attention_rules`): products of two or more
+  input-dependent tensors other than a gate (``q @ kᵀ``, ``a * b``: uniform rule), softmax
+  (its gradient is AttnLRP's rule) unless it produces the model output (LRP explains logits),
+  ``scaled_dot_product_attention``, functional element-wise activations (identity rule),
+  ``layer_norm``/``rms_norm`` (σ constant) and ``F.linear`` with constant weights. The
+  explainer then runs the forward pass in :class:`.attention_rules.AttnLRPMode`.
+  Any other operation (``exp``, ``abs``, division by an input-dependent tensor, …) would be a
+  silent gradient fall back, so it is reported as :class:`UnsupportedModelError`.
 
 Data-dependent control flow is assumed to take the same path for every sample.
 """
@@ -39,6 +44,7 @@ import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
+from .attention_rules import explained_by_attnlrp
 from .errors import UnsupportedModelError
 from .support import AFFINE, AVG_POOL, BATCH_NORM, GATES, is_pass_through, known_layer
 
@@ -99,6 +105,7 @@ class Call:
     ndim: int | None = None  # of the (first) output
     shape: tuple[int, ...] | None = None  # of the (first) output, for the traced sample
     input_shapes: list[tuple[int, ...]] = field(default_factory=list)  # of the input-dependent inputs
+    attnlrp: bool = False  # an operation AttnLRP has a rule for (see .attention_rules), if nothing else explains it
 
 
 @dataclass
@@ -114,6 +121,8 @@ class DataFlow:
     pool_folds: list[tuple[nn.Module, nn.Linear, tuple[int, ...]]] = field(default_factory=list)
     #: other Linear/Conv layers that read the model input, with the first-layer rule too
     also_first: list[nn.Module] = field(default_factory=list)
+    #: forward code needs AttnLRP's operation rules (:class:`.attention_rules.AttnLRPMode`)
+    attnlrp: bool = False
 
 
 def _strip(path: str) -> str:
@@ -155,7 +164,8 @@ class _Recorder(TorchFunctionMode):
         if self.depth == 0 and _dependent(out):
             name = getattr(func, "__name__", repr(func))
             explained = _explained_by_gradient(name, args, kwargs)
-            self.add(Call(self.paths[-1], operation=name, explained=explained), (args, kwargs), out)
+            attnlrp = not explained and explained_by_attnlrp(name, args, kwargs)
+            self.add(Call(self.paths[-1], operation=name, explained=explained, attnlrp=attnlrp), (args, kwargs), out)
         return out
 
 
@@ -404,6 +414,12 @@ def trace(model: nn.Module, sample: Tensor) -> DataFlow:
     """
     calls = _record(model, sample)
     gates, offenders = _find_gates(calls)
+    attnlrp = False
+    for index, call in enumerate(calls):
+        if call.operation in ("softmax", "log_softmax") and len(calls) - 1 in _final_readers(calls, index):
+            offenders.append((call.name, f"functional {call.operation} on the model output: LRP explains logits"))
+        elif not call.explained and call.attnlrp:
+            call.explained = attnlrp = True
     for call in calls:
         if not call.explained:
             entry = (call.name, f"functional {call.operation}")
@@ -415,5 +431,5 @@ def trace(model: nn.Module, sample: Tensor) -> DataFlow:
     first, also_first = _first_layer(calls)
     return DataFlow(
         first=first, folds=folds, gates=gates, relu_fed=_relu_fed(calls, folds), calls=calls,
-        pool_folds=_pool_folds(calls, first), also_first=also_first,
+        pool_folds=_pool_folds(calls, first), also_first=also_first, attnlrp=attnlrp,
     )  # fmt: skip

@@ -20,11 +20,13 @@ from __future__ import annotations
 import copy
 import dataclasses
 import threading
+from contextlib import nullcontext
 from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
+from .attention_rules import AttnLRPMode
 from .canonizers import fold_average_pools, fold_batch_norms
 from .composites import COMPOSITES, Composite, make_composite
 from .dataflow import trace
@@ -42,6 +44,7 @@ class _Prepared(NamedTuple):
     copies: DeviceCopies  # the LRP-ized model, per device and dtype
     yields_relevance: bool  # the first layer's rule returns relevance as its input gradient
     channels_last: bool  # run inputs channels-last
+    attnlrp: bool = False  # run the forward pass in AttnLRPMode (forward code with AttnLRP rules)
 
 
 def _concept_layer(model: nn.Module, layer: str | None) -> str | None:
@@ -102,8 +105,9 @@ class LRP:
         describe the model as it was at construction, in eval mode.
     composite:
         ``"epsilon_plus_flat"`` (default), ``"epsilon_gamma_box"`` (needs ``low``/``high``, the
-        input bounds, floats or tensors broadcastable to one sample) or
-        ``"epsilon_alpha2_beta1_flat"``; see :mod:`explainers.composites`.
+        input bounds, floats or tensors broadcastable to one sample), ``"epsilon_alpha2_beta1_flat"``
+        or ``"epsilon"`` (ε everywhere: with the AttnLRP rules, plain AttnLRP for transformers);
+        see :mod:`explainers.composites` and :mod:`explainers.attention_rules`.
     epsilon:
         ε of the ε rule (nn.Linear layers).
     stabilizer:
@@ -214,7 +218,8 @@ class LRP:
                 if not pool_folds:  # the original itself was being rewritten
                     self._model = None
                 raise RuntimeError("preparing the LRP model failed; build a new explainer") from error
-            prepared = _Prepared(DeviceCopies(model), bool(getattr(first, "yields_relevance", False)), channels_last)
+            prepared = _Prepared(DeviceCopies(model), bool(getattr(first, "yields_relevance", False)), channels_last,
+                                 flow.attnlrp)
             if pool_folds:
                 shaped = [key for key in self._prepared if key is not None]
                 for key in shaped[: max(0, len(shaped) + 1 - _MAX_SHAPES)]:  # oldest first
@@ -275,7 +280,8 @@ class LRP:
             if x_in.is_inference():  # created under torch.inference_mode: autograd needs a normal tensor
                 x_in = x_in.clone()
             x_in = x_in.detach().requires_grad_(True)
-            logits = model(x_in)
+            with AttnLRPMode() if prepared.attnlrp else nullcontext():
+                logits = model(x_in)
             chosen = resolve_target(logits, wanted)
             score = target_scores(logits, chosen).sum()
             if captured is None:

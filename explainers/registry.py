@@ -19,7 +19,7 @@ EXPLAINERS: dict[str, tuple[str, str, str]] = {
 }
 
 #: LRP composites by name (built by :func:`unhans.explainers.composites.make_composite`)
-COMPOSITES: tuple[str, ...] = ("epsilon_plus_flat", "epsilon_gamma_box", "epsilon_alpha2_beta1_flat")
+COMPOSITES: tuple[str, ...] = ("epsilon_plus_flat", "epsilon_gamma_box", "epsilon_alpha2_beta1_flat", "epsilon")
 
 METHODS: tuple[str, ...] = tuple(EXPLAINERS)
 

@@ -2,12 +2,14 @@
 
 A model is supported when every module is either a *known layer* (below) or a *container*
 whose children are all supported. Containers are ``nn.Sequential``/``ModuleList``/
-``ModuleDict`` and modules defined outside ``torch.nn`` without parameters of their own
-(their forward composes children and torch operations; :mod:`.dataflow` checks every operation),
-such as torchvision's ``SqueezeExcitation``, DenseNet blocks or a TCN's ``Chomp1d``. torchvision's
-``StochasticDepth`` is the identity in eval mode. Anything else — attention, normalisation
-other than BatchNorm, recurrent layers, a custom module holding parameters, a subclass
-overriding ``forward`` — is reported, with its path, by :class:`UnsupportedModelError`
+``ModuleDict`` and modules defined outside ``torch`` (their forward composes children and torch
+operations; :mod:`.dataflow` checks every operation), such as torchvision's
+``SqueezeExcitation``, DenseNet blocks, a TCN's ``Chomp1d`` or a ViT's encoder with its class
+token and position embedding. torchvision's ``StochasticDepth`` is the identity in eval mode.
+Attention (``nn.MultiheadAttention``) and ``nn.LayerNorm``/``nn.RMSNorm`` have AttnLRP rules
+(:mod:`.attention_rules`). Anything else — recurrent layers, normalisation other than these and
+BatchNorm, torch modules with their own forward code such as ``nn.TransformerEncoderLayer``, a
+subclass overriding ``forward`` — is reported, with its path, by :class:`UnsupportedModelError`
 instead of being explained by a silent fall back to the gradient.
 """
 
@@ -40,7 +42,11 @@ PASS_THROUGH = (
 ) + PADDING  # fmt: skip
 #: activations that can act as gates, ``features ⊙ gate(…)`` (squeeze-excitation); see :mod:`.dataflow`
 GATES = (nn.Sigmoid, nn.Hardsigmoid)
-KNOWN_LAYERS = AFFINE + BATCH_NORM + AVG_POOL + MAX_POOL + RELU + ACTIVATIONS + PASS_THROUGH
+#: normalisations explained by AttnLRP's identity rule on the normalising factor (:mod:`.attention_rules`)
+LAYER_NORMS = tuple(getattr(nn, name) for name in ("LayerNorm", "RMSNorm") if hasattr(nn, name))
+#: attention, explained by AttnLRP as explicit forward code (:class:`.attention_rules.AttentionRule`)
+ATTENTION = (nn.MultiheadAttention,)
+KNOWN_LAYERS = AFFINE + BATCH_NORM + AVG_POOL + MAX_POOL + RELU + ACTIVATIONS + PASS_THROUGH + LAYER_NORMS + ATTENTION
 #: layers of other libraries that are the identity in eval mode (named, so no import is needed)
 EVAL_IDENTITIES = {"torchvision.ops.stochastic_depth.StochasticDepth"}
 CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
@@ -78,16 +84,22 @@ def _problem(module: nn.Module) -> str | None:
         return type(module).__name__
     if isinstance(module, BATCH_NORM) and not module.track_running_stats:
         return f"{type(module).__name__} without running statistics"
+    if isinstance(module, nn.MultiheadAttention) and (module.bias_k is not None or module.add_zero_attn):
+        return "MultiheadAttention with add_bias_kv or add_zero_attn"
     return None
 
 
 def _is_container(module: nn.Module) -> bool:
-    """Plain torch containers, or non-torch modules without parameters of their own: their forward
-    code (children, or torch operations such as a TCN's ``Chomp1d`` slicing) is checked by :mod:`.dataflow`."""
+    """Plain torch containers, or modules defined outside torch: their forward code (children, torch
+    operations such as a TCN's ``Chomp1d`` slicing, a ViT's class token and position embedding) is
+    checked operation by operation by :mod:`.dataflow`. Their own parameters are constants there:
+    added or concatenated (a bias, a class token) or scaling (``x * self.gamma``); any other use
+    (``F.conv2d(x, self.weight)``) has no rule and is reported."""
     if any(isinstance(module, base) and type(module).forward is base.forward for base in CONTAINERS):
         return True
-    defined_in_torch = type(module).__module__.startswith("torch.")
-    return not defined_in_torch and not list(module.parameters(recurse=False))
+    torch_bases = [base for base in type(module).__mro__
+                   if base.__module__.startswith("torch.") and base not in (nn.Module, object)]
+    return not type(module).__module__.startswith("torch.") and not torch_bases  # a subclass of a torch layer is not
 
 
 def unsupported_modules(model: nn.Module) -> list[tuple[str, str]]:

@@ -68,6 +68,7 @@ class DatasetConfig:
 
 @dataclass
 class TrainingConfig:
+    architecture: Literal["cnn", "vit"] = "cnn"  # the embedded default's model: the small CNN or a small ViT
     epochs: int = 25
     batch_size: int = 64
     learning_rate: float = 0.002

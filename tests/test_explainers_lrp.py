@@ -163,7 +163,7 @@ def test_user_hooks_are_not_run_and_stay_registered():
 class Block(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.attn = nn.MultiheadAttention(8, 2)
+        self.rnn = nn.LSTM(8, 8)
         self.fc = nn.Linear(8, 8)
 
 
@@ -171,7 +171,7 @@ class Transformerish(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.encoder = nn.ModuleList([Block()])
-        self.norm = nn.LayerNorm(8)
+        self.norm = nn.GroupNorm(2, 8)
         self.head = nn.Linear(8, 2)
 
 
@@ -179,9 +179,9 @@ def test_unsupported_model_error_names_module_paths_and_types():
     with pytest.raises(UnsupportedModelError) as caught:
         LRP(Transformerish())
     message = str(caught.value)
-    assert "encoder.0.attn (MultiheadAttention)" in message
-    assert "norm (LayerNorm)" in message
-    assert caught.value.offenders == [("encoder.0.attn", "MultiheadAttention"), ("norm", "LayerNorm")]
+    assert "encoder.0.rnn (LSTM)" in message
+    assert "norm (GroupNorm)" in message
+    assert caught.value.offenders == [("encoder.0.rnn", "LSTM"), ("norm", "GroupNorm")]
 
 
 class OverriddenConv(nn.Conv2d):
@@ -192,15 +192,18 @@ class OverriddenConv(nn.Conv2d):
 class FunctionalParameter(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.scale = nn.Parameter(torch.ones(1))
+        self.weight = nn.Parameter(torch.ones(2, 1, 3))
         self.fc = nn.Linear(4, 2)
 
+    def forward(self, x):  # its own parameter as a convolution kernel: no LRP rule
+        return self.fc(nn.functional.conv1d(x, self.weight).flatten(1))
 
-def test_subclasses_with_own_forward_and_modules_with_own_parameters_are_unsupported():
+
+def test_subclasses_with_own_forward_and_parameters_used_without_a_rule_are_unsupported():
     with pytest.raises(UnsupportedModelError, match=r"1 \(OverriddenConv\)"):
         LRP(nn.Sequential(nn.Conv2d(1, 1, 1), OverriddenConv(1, 1, 1)))
-    with pytest.raises(UnsupportedModelError, match=r"<model> \(FunctionalParameter\)"):
-        LRP(FunctionalParameter())
+    with pytest.raises(UnsupportedModelError, match=r"<model> \(functional conv1d\)"):
+        LRP(FunctionalParameter())(torch.rand(3, 1, 4), torch.zeros(3, dtype=torch.long))
     with pytest.raises(UnsupportedModelError, match="without running statistics"):
         LRP(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.BatchNorm1d(4, track_running_stats=False)))
 
@@ -213,7 +216,7 @@ def test_model_is_untouched_after_unsupported_model_error():
     for key, value in model.state_dict().items():
         assert torch.equal(before[key], value)
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
-    assert isinstance(model.norm, nn.LayerNorm) and isinstance(model.encoder[0].attn, nn.MultiheadAttention)
+    assert isinstance(model.norm, nn.GroupNorm) and isinstance(model.encoder[0].rnn, nn.LSTM)
 
 
 def test_concurrent_explanations_equal_sequential_ones():
@@ -271,7 +274,7 @@ def test_epsilon_gamma_box_requires_bounds_and_unknown_composite_is_rejected():
 
 
 class Gated(nn.Module):
-    """Forward code multiplies two input-dependent tensors: no LRP rule."""
+    """Forward code exponentiates an input-dependent tensor: no LRP rule."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -280,7 +283,7 @@ class Gated(nn.Module):
         self.head = nn.Linear(4, 2)
 
     def forward(self, x):
-        return self.head(self.value(x) * torch.sigmoid(self.gate(x)))
+        return self.head(self.value(x) * torch.exp(self.gate(x)))
 
 
 class Residual(nn.Module):
@@ -325,7 +328,7 @@ class NotFed(nn.Module):
 
 def test_forward_code_without_lrp_rule_is_reported_at_first_call():
     explainer = LRP(Gated())
-    with pytest.raises(UnsupportedModelError, match=r"<model> \(functional (sigmoid|mul)\)"):
+    with pytest.raises(UnsupportedModelError, match=r"<model> \(functional exp\)"):
         explainer(torch.rand(3, 4), torch.zeros(3, dtype=torch.long))
     with pytest.raises(UnsupportedModelError):  # and again: never silently falls back later
         explainer(torch.rand(3, 4), torch.zeros(3, dtype=torch.long))

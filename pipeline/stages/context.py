@@ -19,7 +19,8 @@ from ..config import AuditConfig, InputConfig, ModelConfig
 from ..model_loading import absolute_model
 from ..sources import absolute_input, open_source
 
-EMBEDDED_MODEL_FACTORY = "unhans.pipeline.small_cnn:small_cnn"
+#: the model the train stage builds for the embedded dataset, per ``training.architecture``
+EMBEDDED_MODEL_FACTORIES = {"cnn": "unhans.pipeline.small_cnn:small_cnn", "vit": "unhans.pipeline.small_vit:small_vit"}
 
 
 @dataclass

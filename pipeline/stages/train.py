@@ -1,4 +1,4 @@
-"""The train stage (embedded digits only): train the small CNN on the noisy labels, recording dynamics."""
+"""The train stage (embedded digits only): train the small CNN (or ViT, ``training.architecture``) on the noisy labels, recording dynamics."""
 from __future__ import annotations
 
 import hashlib
@@ -6,7 +6,7 @@ import shutil
 
 import numpy as np
 
-from .context import EMBEDDED_MODEL_FACTORY, AuditContext
+from .context import EMBEDDED_MODEL_FACTORIES, AuditContext
 
 STAGE = "train"
 
@@ -18,7 +18,7 @@ def run(ctx: AuditContext) -> None:
     from unhans.storage import update_manifest
 
     from ..devices import available_cores, limit_threads, resolve_device
-    from ..small_cnn import small_cnn
+    import importlib
     from ..training import save_checkpoint, train_classifier
 
     config, layout = ctx.config, ctx.layout
@@ -34,7 +34,9 @@ def run(ctx: AuditContext) -> None:
     torch.manual_seed(config.training.seed)
     kwargs = {"in_channels": int(images.shape[1]), "num_classes": int(info["num_classes"]),
               "image_size": int(images.shape[-1])}
-    model = small_cnn(**kwargs)
+    factory = EMBEDDED_MODEL_FACTORIES[config.training.architecture]
+    module_name, _, attr = factory.partition(":")
+    model = getattr(importlib.import_module(module_name), attr)(**kwargs)
     result = train_classifier(
         model, images, labels, config.training, device=device, recorder=recorder,
         test_images=test["images"], test_labels=test["labels"], progress=not ctx.quiet,
@@ -42,10 +44,10 @@ def run(ctx: AuditContext) -> None:
     recorder.flush()  # the trajectory is on disk before the stage counts as done
     save_checkpoint(result.model, layout.model)
     update_manifest(layout.root, model={
-        "kind": "factory", "factory": EMBEDDED_MODEL_FACTORY, "kwargs": kwargs, "checkpoint": layout.model.name,
+        "kind": "factory", "factory": factory, "kwargs": kwargs, "checkpoint": layout.model.name,
         "fingerprint": hashlib.sha256(layout.model.read_bytes()).hexdigest()[:16],
     })
     ctx.markers.mark_stage(STAGE, seconds=result.seconds, train_accuracy=result.train_accuracy,
                            test_accuracy=result.test_accuracy, device=device)
-    ctx.log(f"train: {config.training.epochs} epochs in {result.seconds:.1f}s on {device}, accuracy "
+    ctx.log(f"train: {config.training.architecture}, {config.training.epochs} epochs in {result.seconds:.1f}s on {device}, accuracy "
             f"{result.train_accuracy:.3f} on the noisy training labels, {result.test_accuracy:.3f} on clean test")
