@@ -53,6 +53,9 @@ def conservation(model, x) -> tuple[float, float]:
 
 
 def main() -> None:
+    import argparse
+
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     from unhans.explainers import LRP, make_explainer
     from unhans.explainers.faithfulness import pixel_flipping
     from unhans.pipeline import run_audit

@@ -97,9 +97,10 @@ def _is_container(module: nn.Module) -> bool:
     (``F.conv2d(x, self.weight)``) has no rule and is reported."""
     if any(isinstance(module, base) and type(module).forward is base.forward for base in CONTAINERS):
         return True
-    torch_bases = [base for base in type(module).__mro__
-                   if base.__module__.startswith("torch.") and base not in (nn.Module, object)]
-    return not type(module).__module__.startswith("torch.") and not torch_bases  # a subclass of a torch layer is not
+    # a subclass of a torch layer is not (its forward replaces the layer's); of a container it is (DenseNet's blocks)
+    torch_layers = [base for base in type(module).__mro__
+                    if base.__module__.startswith("torch.") and base not in (nn.Module, object, *CONTAINERS)]
+    return not type(module).__module__.startswith("torch.") and not torch_layers
 
 
 def unsupported_modules(model: nn.Module) -> list[tuple[str, str]]:

@@ -21,10 +21,10 @@ from unhans.pipeline.sources import SourceError, build_image_index, open_source
 FACTORY = "unhans.pipeline.small_cnn:small_cnn"
 
 
-def layernorm_net():
+def groupnorm_net():
     """A model with a layer LRP has no rule for (module-level, so it can be named as a factory)."""
-    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 8), torch.nn.LayerNorm(8),
-                               torch.nn.Linear(8, 2))
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.GroupNorm(2, 4), torch.nn.Flatten(),
+                               torch.nn.Linear(4 * 30 * 30, 2))
 
 
 def image_net():
@@ -192,7 +192,7 @@ def test_input_shape_the_model_cannot_take(arrays):
 def test_model_with_layers_lrp_cannot_explain_names_them(arrays):
     from unhans.explainers import UnsupportedModelError
 
-    _fails(arrays, UnsupportedModelError, r"2 \(LayerNorm\)", model__factory="test_bad_input:layernorm_net",
+    _fails(arrays, UnsupportedModelError, r"1 \(GroupNorm\)", model__factory="test_bad_input:groupnorm_net",
            model__checkpoint=None, model__kwargs=None)
 
 
