@@ -15,12 +15,12 @@ AttnLRP adds four rules to the ε rule on Linear/Conv layers; each is one modifi
 - **identity rule** on element-wise activations (GELU, SiLU, …): ``R_in = R_out``, the Pass rule
   (:class:`.parameter_free_rules.Pass`, and :func:`identity_activation` for functional calls).
 
-Attention is computed as explicit forward code: :class:`AttentionRule` replaces
-``nn.MultiheadAttention`` in the private LRP copy (its projections get the composite's Linear
-rule), and ``F.scaled_dot_product_attention`` in the model's own forward code is computed the
-same way (:func:`attention`), since a fused kernel hides the products. Which operations of the
-forward code get which rule is decided by :class:`AttnLRPMode`, a thread-local
-``TorchFunctionMode`` the explainer runs the forward pass in when the model has attention,
+Attention runs in torch's fused kernel with the gradient reaching ``q`` and ``k`` scaled by ¼ and
+``v`` by ½ (:func:`attention`), which is the uniform rule on both products: :class:`AttentionRule`
+replaces ``nn.MultiheadAttention`` in the private LRP copy (its projections get the composite's
+Linear rule), and ``F.scaled_dot_product_attention`` in the model's own forward code gets the same
+treatment. Which operations of the forward code get which rule is decided by :class:`AttnLRPMode`, a
+thread-local ``TorchFunctionMode`` the explainer runs the forward pass in when the model has attention,
 normalisation or such operations (read from the data flow, :mod:`.dataflow`).
 """
 
@@ -127,23 +127,20 @@ def rms_norm(x: Tensor, normalized_shape, weight: Tensor | None = None, eps: flo
     return y * weight if weight is not None else y
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None, dropout_p: float = 0.0,
-              is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False) -> Tensor:
-    """``F.scaled_dot_product_attention`` as explicit products (uniform rule) and a softmax (its gradient).
-    Dropout is not applied (explanations run in eval mode)."""
-    if enable_gqa and k.shape[-3] != q.shape[-3]:
-        repeat = q.shape[-3] // k.shape[-3]
-        k, v = k.repeat_interleave(repeat, dim=-3), v.repeat_interleave(repeat, dim=-3)
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    scores = uniform_product(torch.matmul, q, k.transpose(-2, -1)) * scale
-    if is_causal:
-        length, source = q.shape[-2], k.shape[-2]
-        causal = torch.ones(length, source, dtype=torch.bool, device=q.device).tril()
-        scores = scores.masked_fill(~causal, float("-inf"))
-    if attn_mask is not None:
-        scores = scores.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else scores + attn_mask
-    weights = torch.softmax(scores, dim=-1)
-    return uniform_product(torch.matmul, weights, v)
+def attention(q: Tensor, k: Tensor, v: Tensor, *args, **kwargs) -> Tensor:
+    """``F.scaled_dot_product_attention(q, k, v, …)`` with the uniform rule on both of its products.
+
+    The uniform rule halves the gradient reaching each factor of ``q @ kᵀ`` and of
+    ``softmax(·) @ v``; backpropagation is linear in the incoming gradient, so that is the same as
+    scaling the gradient reaching ``q`` and ``k`` by ¼ and ``v`` by ½ (what lxt does), and the fused
+    kernel itself runs unchanged (flash or memory-efficient attention on GPU). The softmax between
+    keeps its gradient, which is AttnLRP's rule for it."""
+    q, k, v = _ScaleGradient.apply(q, 0.25), _ScaleGradient.apply(k, 0.25), _ScaleGradient.apply(v, 0.5)
+    _local.inside = getattr(_local, "inside", 0) + 1  # an enclosing AttnLRPMode must not apply the rule again
+    try:
+        return F.scaled_dot_product_attention(q, k, v, *args, **kwargs)
+    finally:
+        _local.inside -= 1
 
 
 def _replacement(name: str, func, args: tuple, kwargs: dict):
@@ -214,8 +211,8 @@ def _frozen_linear(weight: Tensor, bias: Tensor | None) -> nn.Linear:
 
 class AttentionRule(nn.Module):
     """``nn.MultiheadAttention`` as explicit forward code: its q/k/v and output projections under the
-    composite's Linear rule, the scores and the weighted sum of values under the uniform rule, the
-    softmax under its gradient (:func:`attention`). Masks (``attn_mask``, ``key_padding_mask``,
+    composite's Linear rule, the attention itself by :func:`attention` (uniform rule on both products,
+    the softmax's gradient). Masks (``attn_mask``, ``key_padding_mask``,
     ``is_causal``) are applied as the module does; dropout is not (eval mode). With
     ``need_weights`` the attention weights (averaged over heads unless told otherwise) come back
     detached: they are an output to look at, not a path relevance takes."""
@@ -257,11 +254,7 @@ class AttentionRule(nn.Module):
         if is_causal and attn_mask is None:
             causal = torch.full((length, source), float("-inf"), dtype=q.dtype, device=q.device).triu(1)
             mask = causal if mask is None else mask + causal
-        scores = uniform_product(torch.matmul, q, k.transpose(-2, -1)) * (1.0 / math.sqrt(e // self.heads))
-        if mask is not None:
-            scores = scores + mask
-        weights = torch.softmax(scores, dim=-1)
-        out = uniform_product(torch.matmul, weights, v).transpose(1, 2).reshape(n, length, e)
+        out = attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(n, length, e)
         out = self.out_proj(out)
         if not self.batch_first:
             out = out.transpose(0, 1)
@@ -269,7 +262,9 @@ class AttentionRule(nn.Module):
             out = out.squeeze(1)
         if not need_weights:
             return out, None
-        shown = weights.detach()
+        with torch.no_grad():  # the weights to look at; relevance does not flow through them
+            scores = q @ k.transpose(-2, -1) / math.sqrt(e // self.heads)
+            shown = torch.softmax(scores if mask is None else scores + mask, dim=-1)
         shown = shown.mean(1) if average_attn_weights else shown
         return out, shown.squeeze(0) if unbatched else shown
 

@@ -34,7 +34,7 @@ from typing import Callable
 from torch import Tensor, nn
 
 from . import attention_rules, parameter_free_rules, rules
-from .support import ACTIVATIONS, AFFINE, ATTENTION, AVG_POOL, BATCH_NORM, LAYER_NORMS, MAX_POOL
+from .support import ACTIVATIONS, AFFINE, ATTENTION, AVG_POOL, BATCH_NORM, LAYER_NORMS, MAX_POOL, known_layer
 
 RuleFactory = Callable[[nn.Module], nn.Module]
 
@@ -62,9 +62,9 @@ class Composite:
             return parameter_free_rules.WinnerTakesAll(module)
         if isinstance(module, ACTIVATIONS + BATCH_NORM):
             return parameter_free_rules.Pass(module)
-        if isinstance(module, LAYER_NORMS):
+        if isinstance(module, LAYER_NORMS) and known_layer(module):  # not a subclass with its own forward
             return attention_rules.LayerNormRule(module)
-        if isinstance(module, ATTENTION):
+        if isinstance(module, ATTENTION) and known_layer(module):
             return attention_rules.AttentionRule(module, self.linear)
         return None
 

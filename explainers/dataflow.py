@@ -54,7 +54,7 @@ _STRUCTURAL = {
     "squeeze", "unsqueeze", "contiguous", "clone", "expand", "expand_as", "__getitem__", "narrow",
     "select", "chunk", "split", "unbind", "cat", "concat", "concatenate", "stack", "hstack", "vstack",
     "repeat", "flip", "movedim", "swapaxes", "to", "float", "double", "half", "bfloat16", "type_as",
-    "dropout", "pad",
+    "dropout", "pad", "roll",
 }  # fmt: skip
 #: bias-free linear maps (gradient = LRP-0) and winner-takes-all / ReLU (gradient = Pass)
 _LINEAR = {

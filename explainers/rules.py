@@ -142,6 +142,14 @@ class AffineRule(nn.Module):
         self.stabilizer = float(stabilizer)
         self.zero_bias = bool(zero_bias)
 
+    def __getattr__(self, name: str):
+        """The layer's own attributes (``weight``, ``in_features``, …), for forward code that reads them
+        (Swin's attention passes ``self.qkv.weight`` to ``F.linear``)."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self._modules["layer"], name)
+
     def _bias(self, transform=lambda b: b) -> Tensor | None:
         """The layer bias after ``transform``, or ``None`` if absent or zeroed (``zero_bias``)."""
         if self.layer.bias is None or self.zero_bias:

@@ -98,8 +98,10 @@ def _is_container(module: nn.Module) -> bool:
     if any(isinstance(module, base) and type(module).forward is base.forward for base in CONTAINERS):
         return True
     # a subclass of a torch layer is not (its forward replaces the layer's); of a container it is (DenseNet's blocks)
-    torch_layers = [base for base in type(module).__mro__
-                    if base.__module__.startswith("torch.") and base not in (nn.Module, object, *CONTAINERS)]
+    # a LayerNorm subclass with its own forward (ConvNeXt's LayerNorm2d: permute, F.layer_norm, permute) is
+    # forward code too: its functional layer_norm gets the rule
+    torch_layers = [base for base in type(module).__mro__ if base.__module__.startswith("torch.")
+                    and base not in (nn.Module, object, *CONTAINERS, *LAYER_NORMS)]
     return not type(module).__module__.startswith("torch.") and not torch_layers
 
 

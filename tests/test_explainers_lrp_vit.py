@@ -222,3 +222,16 @@ def test_torchvision_vit_b_16_is_explained():
     with torch.no_grad():
         torch.testing.assert_close(explanation.logits, model(x), rtol=1e-3, atol=1e-4)
     assert explanation.relevance.shape == x.shape and torch.isfinite(explanation.relevance).all()
+
+
+@pytest.mark.parametrize("name", ["convnext_tiny", "swin_t"])
+def test_convnext_and_swin_come_along(name):
+    """ConvNeXt's LayerNorm2d (permute, F.layer_norm, permute) and Swin's shifted-window attention (roll,
+    F.linear with the layer's weights, q @ kᵀ + relative position bias, softmax, @ v) are forward code with rules."""
+    torchvision = pytest.importorskip("torchvision")
+    model = trained_like(getattr(torchvision.models, name)(weights=None))
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    explanation = LRP(model, "epsilon").explain(x)
+    with torch.no_grad():
+        torch.testing.assert_close(explanation.logits, model(x), rtol=1e-3, atol=1e-4)
+    assert torch.isfinite(explanation.relevance).all() and explanation.relevance.abs().sum() > 0
