@@ -200,13 +200,12 @@ class LayerNormRule(nn.Module):
 
 
 def _frozen_linear(weight: Tensor, bias: Tensor | None) -> nn.Linear:
-    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device=weight.device,
-                      dtype=weight.dtype)
-    with torch.no_grad():
-        layer.weight.copy_(weight)
-        if bias is not None:
-            layer.bias.copy_(bias)
-    return layer.requires_grad_(False)
+    """An nn.Linear whose parameters are ``weight`` and ``bias`` themselves (views: no copy), frozen."""
+    layer = nn.Linear(1, 1, bias=bias is not None, device="meta")
+    layer.in_features, layer.out_features = weight.shape[1], weight.shape[0]
+    layer.weight = nn.Parameter(weight.detach(), requires_grad=False)
+    layer.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
+    return layer
 
 
 class AttentionRule(nn.Module):
@@ -219,6 +218,7 @@ class AttentionRule(nn.Module):
 
     def __init__(self, module: nn.MultiheadAttention, linear_rule) -> None:
         super().__init__()
+        self.module = module  # its parameters, which the projections below share, and attributes forward code reads
         e = module.embed_dim
         self.heads = module.num_heads
         self.batch_first = module.batch_first
@@ -232,6 +232,14 @@ class AttentionRule(nn.Module):
             self.in_proj = None
         self.q_proj, self.k_proj, self.v_proj = (linear_rule(_frozen_linear(w, b)) for w, b in zip(weights, slices))
         self.out_proj = linear_rule(module.out_proj)
+
+    def __getattr__(self, name: str):
+        """The attention module's own attributes (``batch_first``, ``in_proj_bias``, …), for forward code that
+        reads them (``nn.TransformerEncoderLayer`` checks them for its fast path)."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self._modules["module"], name)
 
     def forward(self, query: Tensor, key: Tensor, value: Tensor, key_padding_mask: Tensor | None = None,
                 need_weights: bool = True, attn_mask: Tensor | None = None, average_attn_weights: bool = True,

@@ -7,9 +7,10 @@ operations; :mod:`.dataflow` checks every operation), such as torchvision's
 ``SqueezeExcitation``, DenseNet blocks, a TCN's ``Chomp1d`` or a ViT's encoder with its class
 token and position embedding. torchvision's ``StochasticDepth`` is the identity in eval mode.
 Attention (``nn.MultiheadAttention``) and ``nn.LayerNorm``/``nn.RMSNorm`` have AttnLRP rules
-(:mod:`.attention_rules`). Anything else — recurrent layers, normalisation other than these and
-BatchNorm, torch modules with their own forward code such as ``nn.TransformerEncoderLayer``, a
-subclass overriding ``forward`` — is reported, with its path, by :class:`UnsupportedModelError`
+(:mod:`.attention_rules`); ``nn.TransformerEncoderLayer``/``nn.TransformerEncoder`` are torch
+forward code over those parts, checked like any other. Anything else — recurrent layers,
+normalisation other than these and BatchNorm, other torch modules with their own forward code
+(``nn.TransformerDecoderLayer``), a subclass overriding ``forward`` — is reported, with its path, by :class:`UnsupportedModelError`
 instead of being explained by a silent fall back to the gradient.
 """
 
@@ -50,6 +51,9 @@ KNOWN_LAYERS = AFFINE + BATCH_NORM + AVG_POOL + MAX_POOL + RELU + ACTIVATIONS + 
 #: layers of other libraries that are the identity in eval mode (named, so no import is needed)
 EVAL_IDENTITIES = {"torchvision.ops.stochastic_depth.StochasticDepth"}
 CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+#: torch modules whose forward code only composes supported children and operations (checked by the data flow
+#: like any forward code; their fused fast paths are not taken while the input requires a gradient)
+TORCH_FORWARD_CODE = (nn.TransformerEncoderLayer, nn.TransformerEncoder)
 
 
 def _qualified_name(module: nn.Module) -> str:
@@ -95,7 +99,7 @@ def _is_container(module: nn.Module) -> bool:
     checked operation by operation by :mod:`.dataflow`. Their own parameters are constants there:
     added or concatenated (a bias, a class token) or scaling (``x * self.gamma``); any other use
     (``F.conv2d(x, self.weight)``) has no rule and is reported."""
-    if any(isinstance(module, base) and type(module).forward is base.forward for base in CONTAINERS):
+    if any(isinstance(module, base) and type(module).forward is base.forward for base in CONTAINERS + TORCH_FORWARD_CODE):
         return True
     # a subclass of a torch layer is not (its forward replaces the layer's); of a container it is (DenseNet's blocks)
     # a LayerNorm subclass with its own forward (ConvNeXt's LayerNorm2d: permute, F.layer_norm, permute) is
