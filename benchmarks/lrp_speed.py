@@ -120,6 +120,21 @@ def methods(name: str, model: nn.Module, which=METHODS) -> dict:
     return calls
 
 
+def alternate(calls: dict, x: torch.Tensor, target: torch.Tensor, rounds: int) -> dict[str, list[float]]:
+    """Seconds of every call per round, after one warm-up call each (LRP prepares its model there); the
+    order rotates every round, so each method runs side by side with the others."""
+    for call in calls.values():
+        call(x, target)
+    seconds: dict[str, list[float]] = {key: [] for key in calls}
+    order = list(calls)
+    for r in range(rounds):
+        for key in order[r % len(order):] + order[: r % len(order)]:
+            start = time.perf_counter()
+            calls[key](x, target)
+            seconds[key].append(time.perf_counter() - start)
+    return seconds
+
+
 def time_rows(sizes: list[int], rounds: dict[int, int], threads: list[int]) -> list[dict]:
     """Median seconds per method for every (model, size, threads), methods alternating round by round."""
     rows = []
@@ -129,15 +144,7 @@ def time_rows(sizes: list[int], rounds: dict[int, int], threads: list[int]) -> l
             calls = methods(name, model)
             for count in threads:
                 torch.set_num_threads(count)
-                for call in calls.values():
-                    call(x, target)  # warm-up; LRP prepares its model here
-                seconds: dict[str, list[float]] = {key: [] for key in calls}
-                order = list(calls)
-                for r in range(rounds[size]):
-                    for key in order[r % len(order):] + order[: r % len(order)]:
-                        start = time.perf_counter()
-                        calls[key](x, target)
-                        seconds[key].append(time.perf_counter() - start)
+                seconds = alternate(calls, x, target, rounds[size])
                 row = {"model": name, "size": size, "threads": count}
                 row.update({key: statistics.median(values) for key, values in seconds.items()})
                 for ratio, (num, den) in RATIOS.items():  # per round (methods ran side by side), then median
@@ -198,20 +205,39 @@ def memory_rows(sizes: list[int]) -> list[dict]:
     return rows
 
 
-def build_vit(size: int, batch: int = 8) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    """torchvision vit_b_16 at ``size`` with random weights at a trained model's scale, input, targets."""
+def trained_scale_(model: nn.Module) -> nn.Module:
+    """Random weights at a trained model's scale, in place (torchvision zero-initialises ViT heads): weights
+    N(0, 1/fan_in), biases and embeddings N(0, 0.1), norm weights kept."""
     import math
 
-    import torchvision
-
-    torch.manual_seed(0)
-    model = torchvision.models.vit_b_16(weights=None, image_size=size).eval()
     with torch.no_grad():
         for key, p in model.named_parameters():
             if p.dim() > 1:
                 p.normal_(0, 1 / math.sqrt(p[0].numel()))
             elif not key.endswith("weight"):
                 p.normal_(0, 0.1)
+    return model
+
+
+def without_constants(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with every constant a ViT adds set to 0: biases (LayerNorm's β included), class token,
+    position embedding."""
+    import copy
+
+    stripped = copy.deepcopy(model)
+    with torch.no_grad():
+        for key, p in stripped.named_parameters():
+            if key.endswith("bias") or "pos" in key or "position" in key or "class_token" in key:
+                p.zero_()
+    return stripped
+
+
+def build_vit(size: int, batch: int = 8) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """torchvision vit_b_16 at ``size`` with random weights at a trained model's scale, input, targets."""
+    import torchvision
+
+    torch.manual_seed(0)
+    model = trained_scale_(torchvision.models.vit_b_16(weights=None, image_size=size).eval())
     generator = torch.Generator().manual_seed(1)
     return model, torch.rand(batch, 3, size, size, generator=generator), torch.arange(batch) * 7 % 1000
 
@@ -235,15 +261,7 @@ def vit_rows(sizes: list[int], rounds: dict[int, int]) -> list[dict]:
             calls["lxt"] = lxt_explainer(model)
         except ImportError as error:
             print(f"(lxt not timed: {error})")
-        for call in calls.values():
-            call(x, target)  # warm-up; LRP prepares its model here
-        seconds: dict[str, list[float]] = {key: [] for key in calls}
-        order = list(calls)
-        for r in range(rounds[size]):
-            for key in order[r % len(order):] + order[: r % len(order)]:
-                start = time.perf_counter()
-                calls[key](x, target)
-                seconds[key].append(time.perf_counter() - start)
+        seconds = alternate(calls, x, target, rounds[size])
         row = {"size": size, **{key: statistics.median(v) for key, v in seconds.items()}}
         row["lrp/grad"] = statistics.median(a / b for a, b in zip(seconds["lrp"], seconds["gradient"]))
         if "lxt" in seconds:

@@ -137,9 +137,9 @@ def lxt_throughput(model: nn.Module, x: torch.Tensor, repeats: int = 5, variant:
 
 
 def _demo() -> None:
-    import math
-
     import torchvision
+
+    from lrp_speed import trained_scale_, without_constants
 
     torch.manual_seed(0)
     model = torchvision.models.vit_b_16(weights=None, image_size=64).eval()
@@ -163,20 +163,10 @@ def _demo() -> None:
     report("vit_b_16(weights=None) as initialised", model)
 
     # Random weights at a trained model's scale (as benchmarks/lrp_speed.py:build_vit does).
-    with torch.no_grad():
-        for key, p in model.named_parameters():
-            if p.dim() > 1:
-                p.normal_(0, 1 / math.sqrt(p[0].numel()))
-            elif not key.endswith("weight"):
-                p.normal_(0, 0.1)
+    trained_scale_(model)
     report("vit_b_16, trained-scale random weights", model)
 
-    stripped = copy.deepcopy(model)
-    with torch.no_grad():
-        for key, p in stripped.named_parameters():
-            if key.endswith("bias") or key.endswith("pos_embedding") or key == "class_token":
-                p.zero_()
-    report("same, every bias / class token / position embedding zeroed", stripped)
+    report("same, every bias / class token / position embedding zeroed", without_constants(model))
 
     cp = lxt_relevance(model, x, variant="cp")
     attn = lxt_relevance(model, x)

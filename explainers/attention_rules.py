@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
+from .dependence import dependent
 from .parameter_free_rules import modified_gradient
 
 #: products: linear in each factor; the uniform rule when two or more factors depend on the input
@@ -49,13 +50,7 @@ ATTENTION = {"scaled_dot_product_attention"}
 
 
 def _dependent_count(args: tuple, kwargs: dict) -> int:
-    found = 0
-    for value in (*args, *kwargs.values()):
-        if isinstance(value, Tensor):
-            found += bool(value.requires_grad)
-        elif isinstance(value, (list, tuple)):
-            found += sum(isinstance(v, Tensor) and v.requires_grad for v in value)
-    return found
+    return len(dependent((args, kwargs)))
 
 
 def explained_by_attnlrp(name: str, args: tuple, kwargs: dict) -> bool:
@@ -151,10 +146,11 @@ def _replacement(name: str, func, args: tuple, kwargs: dict):
         return attention(*args, **kwargs)
     if name in FUNCTIONAL_NORMS:
         return (layer_norm if name == "layer_norm" else rms_norm)(*args, **kwargs)
-    if name in FUNCTIONAL_ACTIVATIONS:
-        if kwargs.get("inplace") or (len(args) > 1 and args[-1] is True and name in ("elu", "selu", "celu",
-                                                                                     "leaky_relu", "relu6")):
+    if name in FUNCTIONAL_ACTIVATIONS:  # out of place: the rule reads the input after the activation ran
+        if kwargs.get("inplace"):
             kwargs = {**kwargs, "inplace": False}
+        elif len(args) > 1 and args[-1] is True:  # ``inplace`` is the last positional parameter of these
+            args = (*args[:-1], False)
         return identity_activation(func, *args, **kwargs)
     return None
 

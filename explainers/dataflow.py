@@ -45,6 +45,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from .attention_rules import explained_by_attnlrp
+from .dependence import dependent
 from .errors import UnsupportedModelError
 from .support import AFFINE, AVG_POOL, BATCH_NORM, GATES, is_pass_through, known_layer
 
@@ -71,24 +72,13 @@ _DIVISION = {"div", "__truediv__", "__itruediv__", "div_", "true_divide"}
 _UNKNOWN = -1
 
 
-def _dependent(value: object) -> list[Tensor]:
-    """Tensors in ``value`` (nested tuples, lists, dicts) that depend on the traced input."""
-    if isinstance(value, Tensor):
-        return [value] if value.requires_grad else []
-    if isinstance(value, dict):
-        value = list(value.values())
-    if isinstance(value, (tuple, list)):
-        return [tensor for item in value for tensor in _dependent(item)]
-    return []
-
-
 def _explained_by_gradient(name: str, args: tuple, kwargs: dict) -> bool:
     if name in _STRUCTURAL or name in _LINEAR or name.endswith("__get__"):
         return True
     if name in _SCALING:
-        return len(_dependent((args, kwargs))) <= 1
+        return len(dependent((args, kwargs))) <= 1
     if name in _DIVISION:
-        return len(args) > 1 and not _dependent(args[1:]) and not _dependent(kwargs)
+        return len(args) > 1 and not dependent(args[1:]) and not dependent(kwargs)
     return False
 
 
@@ -143,13 +133,13 @@ class _Recorder(TorchFunctionMode):
 
     def add(self, call: Call, inputs: object, outputs: object) -> int:
         index = len(self.calls)
-        dependent = _dependent(inputs)
-        call.sources = [self.producer.get(id(t), _UNKNOWN) for t in dependent]
-        call.input_shapes = [tuple(t.shape) for t in dependent]
+        read = dependent(inputs)
+        call.sources = [self.producer.get(id(t), _UNKNOWN) for t in read]
+        call.input_shapes = [tuple(t.shape) for t in read]
         for source in call.sources:
             if source != _UNKNOWN:
                 self.calls[source].readers.append(index)
-        produced = _dependent(outputs)
+        produced = dependent(outputs)
         call.ndim = produced[0].ndim if produced else None
         call.shape = tuple(produced[0].shape) if produced else None
         for tensor in produced:
@@ -161,7 +151,7 @@ class _Recorder(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        if self.depth == 0 and _dependent(out):
+        if self.depth == 0 and dependent(out):
             name = getattr(func, "__name__", repr(func))
             explained = _explained_by_gradient(name, args, kwargs)
             attnlrp = not explained and explained_by_attnlrp(name, args, kwargs)

@@ -157,33 +157,28 @@ def test_the_users_model_is_not_modified(vit):
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in vit.modules())
 
 
+class Around(nn.Module):
+    """``after(model(before(x)))``: forward code around a supported model."""
+
+    def __init__(self, model, before=lambda x: x, after=lambda y: y):
+        super().__init__()
+        self.model, self.before, self.after = model, before, after
+
+    def forward(self, x):
+        return self.after(self.model(self.before(x)))
+
+
 def test_a_vit_with_an_operation_without_rule_is_refused_not_half_explained(vit):
-    class Exponentiated(nn.Module):
-        def __init__(self, model):
-            super().__init__()
-            self.model = model
-
-        def forward(self, x):
-            return self.model(torch.exp(x) - 1)
-
     with pytest.raises(UnsupportedModelError, match=r"functional exp"):
-        LRP(Exponentiated(vit))(torch.randn(2, 1, 32, 32), torch.zeros(2, dtype=torch.long))
+        LRP(Around(vit, before=lambda x: torch.exp(x) - 1))(torch.randn(2, 1, 32, 32), torch.zeros(2, dtype=torch.long))
     decoder = nn.TransformerDecoderLayer(64, 4, batch_first=True)  # torch forward code not vetted: refused
     with pytest.raises(UnsupportedModelError, match=r"TransformerDecoderLayer"):
         LRP(nn.Sequential(nn.Linear(8, 64), decoder, nn.Flatten(), nn.Linear(64 * 5, 2)))
 
 
 def test_softmax_of_the_model_output_is_still_refused(vit):
-    class Probabilities(nn.Module):
-        def __init__(self, model):
-            super().__init__()
-            self.model = model
-
-        def forward(self, x):
-            return torch.softmax(self.model(x), dim=1)
-
     with pytest.raises(UnsupportedModelError, match="softmax on the model output"):
-        LRP(Probabilities(vit))(torch.randn(2, 1, 32, 32), torch.zeros(2, dtype=torch.long))
+        LRP(Around(vit, after=lambda logits: torch.softmax(logits, dim=1)))(torch.randn(2, 1, 32, 32), torch.zeros(2, dtype=torch.long))
 
 
 def test_masks_of_multihead_attention_are_applied_as_torch_does():

@@ -17,8 +17,9 @@ def run(ctx: AuditContext) -> None:
     from unhans.spray.dynamics import DynamicsRecorder
     from unhans.storage import update_manifest
 
+    from ..config import ModelConfig
     from ..devices import available_cores, limit_threads, resolve_device
-    import importlib
+    from ..model_loading import build_model
     from ..training import save_checkpoint, train_classifier
 
     config, layout = ctx.config, ctx.layout
@@ -35,8 +36,7 @@ def run(ctx: AuditContext) -> None:
     kwargs = {"in_channels": int(images.shape[1]), "num_classes": int(info["num_classes"]),
               "image_size": int(images.shape[-1])}
     factory = EMBEDDED_MODEL_FACTORIES[config.training.architecture]
-    module_name, _, attr = factory.partition(":")
-    model = getattr(importlib.import_module(module_name), attr)(**kwargs)
+    model = build_model(ModelConfig(kind="factory", factory=factory, kwargs=kwargs))
     result = train_classifier(
         model, images, labels, config.training, device=device, recorder=recorder,
         test_images=test["images"], test_labels=test["labels"], progress=not ctx.quiet,
