@@ -230,19 +230,9 @@ def _outputs(ids, logits, features, concepts=None):
 
 
 def explain_range(loaded: LoadedJob, start: int, stop: int):
-    """Samples [start, stop): (heatmaps normalized for storage, samples rows, outputs rows, number reused).
+    """Samples [start, stop): (heatmaps normalized for storage, samples rows, outputs rows, number reused = 0).
 
-    With an earlier run to reuse (:mod:`.explain_reuse`), samples it explained with the same key and
-    content are copied from it; the others are explained here, in contiguous runs."""
-    if loaded.earlier is not None:  # identities without decoding; without reuse the batch brings its hashes
-        from .explain_reuse import take_and_explain
-
-        keys, sources, hashes = loaded.source.identities(start, stop)
-        old = loaded.earlier.match(keys, hashes, loaded.source.label_range(start, stop))
-        if (old >= 0).any():
-            result = take_and_explain(loaded, start, stop, old, sources)
-            loaded.earlier.forget_parts()
-            return result
+    A re-audit takes whole spans of units instead (:func:`explain_span`, :mod:`.explain_reuse`)."""
     ids = np.arange(start, stop, dtype=np.int64)
     return (*_explain_fresh(loaded, loaded.source.load(start, stop), ids), 0)
 
