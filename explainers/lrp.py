@@ -61,6 +61,28 @@ def _concept_layer(model: nn.Module, layer: str | None) -> str | None:
     return layer
 
 
+def _masking(condition: tuple[str, list[int]]):
+    """A forward hook that lets the backward pass through ``condition``'s channels of the module's output only
+    (dimension 1), for this thread's call (the prepared copy may be shared by threads)."""
+    layer, keep = condition
+    caller = threading.get_ident()
+
+    def hook(_module, _inputs, output):
+        if threading.get_ident() != caller:
+            return None
+        if not isinstance(output, Tensor) or output.ndim < 2:
+            raise RuntimeError(f"layer {layer!r} does not give a (batch, channels, ...) tensor")
+        if max(keep) >= output.shape[1] or min(keep) < 0:
+            raise ValueError(f"channels {keep} out of range for layer {layer!r} with {output.shape[1]} channels")
+        mask = torch.zeros(output.shape[1], dtype=output.dtype, device=output.device)
+        mask[keep] = 1
+        if output.requires_grad:
+            output.register_hook(lambda grad: grad * mask.view(1, -1, *([1] * (grad.ndim - 2))))
+        return None
+
+    return hook
+
+
 def _merged_copy(model: nn.Module, flow, pool_folds, sample: Tensor):
     """A copy of ``model`` with ``pool_folds`` merged and ``flow`` pointing into it, or ``None``.
 
@@ -246,7 +268,18 @@ class LRP:
             raise ValueError("explain_with_concepts needs a concept_layer (this model has no convolution to default to)")
         return self._run(x, target, concepts=True)
 
-    def _run(self, x: Tensor, target: Tensor | str, concepts: bool) -> tuple[Explanation, Tensor | None]:
+    def explain_conditional(self, x: Tensor, layer: str, channels, target: Tensor | str = PREDICTED) -> Explanation:
+        """A conditional heatmap (CRP, Achtibat et al. 2023): the relevance of the input that flows through
+        ``channels`` of the hidden module ``layer`` (a path of the user's model) and through no other channel
+        of it, i.e. where in each input the concept those channels form sits. Summed over all channels of the
+        layer, conditional heatmaps give :meth:`explain`'s heatmap (the layer is one cut of the graph)."""
+        keep = sorted({int(c) for c in channels})
+        if not keep:
+            raise ValueError("explain_conditional needs at least one channel")
+        return self._run(x, target, concepts=False, condition=(layer, keep))[0]
+
+    def _run(self, x: Tensor, target: Tensor | str, concepts: bool,
+             condition: tuple[str, list[int]] | None = None) -> tuple[Explanation, Tensor | None]:
         wanted = check_target(x, target)
         if x.shape[0] == 0:
             empty = torch.zeros(0, dtype=torch.long, device=x.device)
@@ -264,6 +297,13 @@ class LRP:
                     captured.append(output)
 
             hook = model.get_submodule(f"0.{self.concept_layer}").register_forward_hook(capture)
+        if condition is not None:
+            try:
+                masked = model.get_submodule(f"0.{condition[0]}")
+            except AttributeError:
+                raise ValueError(f"layer {condition[0]!r} is not a module of the model "
+                                 "(see model.named_modules())") from None
+            hook = masked.register_forward_hook(_masking(condition))
         try:
             return self._explain(x, wanted, prepared, model, captured if concepts else None)
         finally:

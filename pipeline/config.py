@@ -88,6 +88,7 @@ class ExplainConfig:
     device: str = "auto"
     concepts: bool = False          # LRP only: also store per-channel relevance at concept_layer (outputs table)
     concept_layer: str = "auto"     # a module path of the model; auto = its last convolution
+    latent_layer: str = "auto"      # whose channel profile the Clever-Hans search reads; auto = the middle convolution, none = off
     tsr: bool = False               # time series (features, time): Temporal Saliency Rescaling around method
     tsr_alpha: float = 0.5          # TSR: feature relevance only for steps above this share of the time-relevance range
 

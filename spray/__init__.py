@@ -8,13 +8,14 @@ from .clever_hans import (
 from .counterfactual import Confirmation, confirm_candidate, confirm_recurring
 from .embedding_map import umap_map
 from .graph import KnnGraph, knn_graph
+from .latent_concepts import LatentConcept, concept_artifact_scores, concept_carriers, find_concept
 from .label_quality import LabelQuality, label_quality_from_blocks, label_quality_from_model
 from .pooling import pool_by_group, region_relevance
 from .preprocessing import normalize_features, pool_heatmaps
 from .recurring_patterns import recurring_distances, recurring_evidence, recurring_scores
 
 __all__ = [
-    "ClusterEvidence", "Confirmation", "GroupAnalysis", "LabelQuality", "label_quality_from_blocks", "label_quality_from_model", "confirm_candidate", "confirm_recurring", "KnnGraph", "analyze_group", "class_evidence", "flag_classes", "knn_graph",
+    "ClusterEvidence", "Confirmation", "LatentConcept", "concept_artifact_scores", "concept_carriers", "find_concept", "GroupAnalysis", "LabelQuality", "label_quality_from_blocks", "label_quality_from_model", "confirm_candidate", "confirm_recurring", "KnnGraph", "analyze_group", "class_evidence", "flag_classes", "knn_graph",
     "normalize_features", "pattern_carriers", "pool_by_group", "pool_heatmaps", "rank_classes", "recurring_distances", "recurring_evidence",
     "recurring_scores", "region_relevance", "relevance_shares",
     "sample_artifact_scores", "sample_window_share", "umap_map",

@@ -14,6 +14,7 @@
     RUN/spray_embeddings/<class>.npz  each class's spectral embedding, eigenvalues, UMAP map, clusterings per k
     RUN/faithfulness.json          the check of the heatmaps themselves (curves, randomization, warnings)
     RUN/spray_cluster_means/<class>.npz   mean heatmap per cluster of that class (for the report)
+    RUN/concept_maps/<class>.npz   a flagged class's conditional heatmaps through its latent concept
     RUN/spray_class_maps/part-*.npy|.npz  relevance maps regrouped by class while the spray stage
                                    runs (deleted when it finishes)
     RUN/summary.json               what nightly jobs compare
@@ -35,6 +36,7 @@ SPRAY = "spray.json"
 FAITHFULNESS = "faithfulness.json"
 CLUSTER_MEANS = "spray_cluster_means"
 CLASS_EMBEDDINGS = "spray_embeddings"
+CONCEPT_MAPS = "concept_maps"
 CLASS_MAPS = "spray_class_maps"
 SUMMARY = "summary.json"
 REPORT = "report.html"
@@ -112,6 +114,9 @@ class RunLayout:
 
     def class_means(self, class_id: int) -> Path:
         return self.root / CLUSTER_MEANS / f"{int(class_id):08d}.npz"
+
+    def concept_maps(self, class_id: int) -> Path:
+        return self.root / CONCEPT_MAPS / f"{int(class_id):08d}.npz"
 
     def class_embedding(self, class_id: int) -> Path:
         return self.root / CLASS_EMBEDDINGS / f"{int(class_id):08d}.npz"

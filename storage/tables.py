@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from .atomic import write_parquet_atomic
 
 from .layout import TABLES
@@ -79,3 +81,11 @@ def table_columns(run_dir: Path, name: str) -> list[str]:
 
 def has_table(run_dir: Path, name: str) -> bool:
     return any(table_dir(run_dir, name).glob("part-*.parquet"))
+
+
+def matrix_column(column) -> np.ndarray:
+    """A fixed-size-list column (logits, features, latent profiles) as an (N, D) float32 array."""
+    import pyarrow as pa
+
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    return np.asarray(array.flatten().to_numpy(zero_copy_only=False), np.float32).reshape(len(array), -1)

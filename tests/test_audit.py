@@ -82,6 +82,24 @@ def test_default_config_finds_the_tag_and_the_flipped_labels(audit):
     assert ev["mislabel_auroc"] >= 0.98
 
 
+def test_the_flagged_tag_has_a_distinct_concept_in_the_latent_profile_of_the_middle_convolution(audit):
+    out, summary = audit
+    latent = pq.read_table(out / "tables" / "outputs", columns=["latent"]).column("latent")
+    assert len(latent) == 1257 and len(latent[0]) == 2 * 32  # max and mean of the 32 channels of conv "3"
+    (flagged,) = summary["clever_hans"]["flagged_clusters"]
+    concept = flagged["latent_concept"]
+    assert concept["distinct"] and concept["member_level"] >= 1.5 * concept["reference_level"]
+    assert all(0 <= j < 64 for j in concept["channels"]) and concept["layer"] == "3"
+    # conditional heatmaps through the concept's channels: where the concept sits, drawn in the report
+    from unhans.storage import read_concept_maps
+
+    maps = read_concept_maps(out, flagged["class_id"])
+    assert concept["maps"] == "written" and 0 < len(maps) <= 10
+    assert all(m.shape == (32, 32) and np.isfinite(m).all() and m.any() for m in maps.values())
+    report = (out / "report.html").read_text()
+    assert "Latent concept" in report and "Where the concept sits" in report
+
+
 def test_report_is_self_contained_and_escapes_user_controlled_text(audit, tmp_path):
     import shutil
 

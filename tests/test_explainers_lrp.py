@@ -694,3 +694,27 @@ def test_a_concept_layer_that_is_not_in_the_model_is_named():
         LRP(_concept_net(), concept_layer="features.9")
     explainer = LRP(_concept_net(), concept_layer="0")
     assert explainer.explain_with_concepts(torch.rand(2, 1, 8, 8))[1].shape == (2, 4)
+
+
+def test_conditional_heatmaps_of_a_partition_of_a_layers_channels_add_up_to_the_heatmap():
+    import torch.nn as nn
+
+    from unhans.explainers import LRP
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(),
+                          nn.MaxPool2d(2), nn.Flatten(), nn.Linear(6 * 16, 3)).eval()
+    x = torch.rand(5, 1, 8, 8)
+    lrp = LRP(model)
+    full = lrp.explain(x).relevance
+    first = lrp.explain_conditional(x, "2", [0, 1, 2]).relevance
+    second = lrp.explain_conditional(x, "2", [3, 4, 5]).relevance
+    torch.testing.assert_close(first + second, full, rtol=1e-4, atol=1e-6)
+    assert first.abs().sum() > 0 and second.abs().sum() > 0 and not torch.allclose(first, full)
+    # one channel's map is the relevance that passes through that channel alone
+    alone = sum(lrp.explain_conditional(x, "2", [c]).relevance for c in range(6))
+    torch.testing.assert_close(alone, full, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="out of range"):
+        lrp.explain_conditional(x, "2", [6])
+    with pytest.raises(ValueError, match="not a module"):
+        lrp.explain_conditional(x, "nope", [0])

@@ -51,7 +51,8 @@ def _audit(kind: str, seed: int = 0):
     from unhans.pipeline.small_cnn import small_cnn
     from unhans.pipeline.training import train_classifier
 
-    artifact = {"class": POISONED, "fraction": 0.4 if kind == "moving" else 0.0, "kind": "moving"}
+    artifact = {"class": POISONED, "fraction": 0.4 if kind in ("moving", "scaled") else 0.0,
+                "kind": "scaled" if kind == "scaled" else "moving"}
     config = from_dict({"dataset": {"artifact": artifact, "label_noise": {"rate": 0.0}},
                         "training": {"epochs": 15}}).with_seed(seed)
     data = load_digits_dataset(config.dataset).train
@@ -74,7 +75,7 @@ def _audit(kind: str, seed: int = 0):
         rest = np.flatnonzero(target != k)
         found[k] = recurring_evidence(shares[idx], images[idx], k, other_images=images[rest],
                                       other_mean_share=shares[rest].mean(0), pixel_std=std, window=8)
-    return found, target, tagged, images, std
+    return found, target, tagged, images, std, model
 
 
 def _members(evidence, target):
@@ -85,7 +86,7 @@ def _members(evidence, target):
 def test_a_pattern_anywhere_in_one_class_is_found_with_its_members(kind):
     """moving: the tag at random positions in 40% of the 3s; texture: faint stripes over the background
     of images of other digits labelled 3 (a shortcut the model must take to fit those labels)."""
-    found, target, tagged, images, std = _audit(kind)
+    found, target, tagged, images, std, _model = _audit(kind)
     flagged = [k for k, e in found.items() if e is not None and e.score >= FLAG_SCORE]
     assert flagged == [POISONED], {k: e and round(e.score, 2) for k, e in found.items()}
     evidence = found[POISONED]
@@ -102,7 +103,7 @@ def test_a_pattern_anywhere_in_one_class_is_found_with_its_members(kind):
 
 
 def test_a_moving_tags_positions_are_where_it_was_planted():
-    found, target, tagged, images, _std = _audit("moving")
+    found, target, tagged, images, _std, _model = _audit("moving")
     evidence = found[POISONED]
     th, tw = TAG_PATTERN.shape
     members = _members(evidence, target)
@@ -121,3 +122,25 @@ def test_random_noise_of_the_same_energy_is_not_flagged():
     found, *_ = _audit("noise")
     assert all(e is None or e.score < FLAG_SCORE for e in found.values()), \
         {k: e and round(e.score, 2) for k, e in found.items()}
+
+
+def test_a_rescaled_tag_is_found_at_one_size_in_input_space_and_at_every_size_through_its_latent_concept():
+    """The tag resized by 0.6-1.6 in the corner of 40% of the 3s: the pixel match holds one size; the
+    channels of the middle convolution that fire on that size fire on the others too."""
+    import torch
+
+    from unhans.pipeline.activation_probe import ActivationProbe
+    from unhans.spray import concept_carriers, find_concept
+
+    found, target, tagged, images, _std, model = _audit("scaled")
+    evidence = found[POISONED]
+    assert evidence.score >= FLAG_SCORE
+    members = _members(evidence, target)
+    in_class = tagged & (target == POISONED)
+    assert tagged[members].all() and len(members) < 0.6 * in_class.sum()  # one size only
+    _, latent = ActivationProbe(model, features=False, latent_layer="3")(torch.from_numpy(images))
+    concept = find_concept(latent.numpy(), members, np.flatnonzero(target != POISONED))
+    assert concept is not None and concept.distinct
+    carriers = concept_carriers(latent.numpy(), concept, target == POISONED) | np.isin(np.arange(len(images)), members)
+    hits = (carriers & tagged).sum()
+    assert hits / carriers.sum() >= 0.9 and hits / tagged.sum() >= 0.9

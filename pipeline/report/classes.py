@@ -27,7 +27,40 @@ def class_section(data: ReportData, info: dict, picture: Callable[[int], np.ndar
            f"{info['num_samples']} samples · {info['n_clusters']} clusters</h3>"]
     if cand:
         out.append(_candidate(data, cand, picture, pixels))
+    concept = next((f.get("latent_concept") for f in ch["flagged_clusters"] if f["class_id"] == k), None)
+    if concept:
+        out.append(_latent_concept(data, cand or {}, concept, picture))
     out.append(_spray(data, info, flagged, cand or {}))
+    return "".join(out)
+
+
+def _latent_concept(data: ReportData, cand: dict, concept: dict, picture) -> str:
+    """The group's concept in the model's latent profile, how many suspects only it found (another size or
+    look of the same shortcut), and its conditional heatmaps: where the concept sits in each suspect."""
+    if not concept.get("distinct"):
+        return ("<p class='muted'>Latent concept: the group's channels do not stand apart from other classes' "
+                "samples (or none fires for it), so the suspects are the input-space matches alone.</p>")
+    from unhans.storage import read_concept_maps
+
+    out = [f"<p>Latent concept ({len(concept['channels'])} channel statistics of layer "
+           f"<code>{e(str(concept.get('layer', 'auto')))}</code>): the group's median concept score is "
+           f"{concept['member_level']:.2f} against {concept['reference_level']:.2f} for the 99th percentile of other "
+           f"classes' samples; {concept['carriers_added']} more samples carry the concept without matching the pattern "
+           f"pixel for pixel (another size or place of it) and are artifact suspects too.</p>"]
+    maps = read_concept_maps(data.run, int(cand.get("class_id", -1)))
+    if not maps:
+        out.append(f"<p class='muted'>Conditional heatmaps {e(str(concept.get('maps', 'not drawn')))}.</p>")
+        return "".join(out)
+    members = set(cand.get("members", []))
+    order = sorted(maps, key=lambda i: -data.artifact_score[i])
+    out.append("<p class='muted'>Where the concept sits: each suspect with its heatmap restricted to the relevance "
+               "that flows through the concept's channels (conditional heatmap), highest artifact score first; "
+               "“found by the concept”: not matched in input space.</p><div class='thumbs'>")
+    for i in order:
+        how = "member" if i in members else "found by the concept"
+        out.append(thumb(image_uri(picture(i)), f"#{i} label {data.name(int(data.label[i]))}", title=data.keys[i]))
+        out.append(thumb(overlay_uri(picture(i), maps[i]), f"{how} · score {data.artifact_score[i]:.2f}"))
+    out.append("</div>")
     return "".join(out)
 
 

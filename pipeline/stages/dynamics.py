@@ -43,7 +43,7 @@ def _from_model(ctx: AuditContext) -> tuple:
     import pyarrow as pa
 
     from unhans.spray import label_quality_from_blocks
-    from unhans.storage import iter_table_batches, read_table, table_columns
+    from unhans.storage import iter_table_batches, matrix_column, read_table, table_columns
 
     root = ctx.layout.root
     samples = read_table(root, "samples", columns=["sample_id", "label", "status"]).sort_by("sample_id")
@@ -54,12 +54,12 @@ def _from_model(ctx: AuditContext) -> tuple:
     features = None
     if "features" in table_columns(root, "outputs"):
         outputs = read_table(root, "outputs", columns=["sample_id", "features"]).sort_by("sample_id")
-        features = _matrix(outputs.column("features"))
+        features = matrix_column(outputs.column("features"))
         del outputs
 
     def blocks():
         for batch in iter_table_batches(root, "outputs", ["sample_id", "logits"]):
-            yield batch.column("sample_id").to_numpy(), _matrix(batch.column("logits"))
+            yield batch.column("sample_id").to_numpy(), matrix_column(batch.column("logits"))
 
     quality = label_quality_from_blocks(blocks, labels, num_classes, features, n_neighbors=ctx.config.spray.n_neighbors,
                                         seed=ctx.config.spray.seed)
@@ -70,11 +70,3 @@ def _from_model(ctx: AuditContext) -> tuple:
         "mislabel_suspect": pa.array(quality.suspect & (labels >= 0)),
     })
     return table, {"source": "the audited model (no trajectory)", **quality.evidence}
-
-
-def _matrix(column) -> np.ndarray:
-    """A fixed-size-list column as an (N, D) float32 array."""
-    import pyarrow as pa
-
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    return np.asarray(array.flatten().to_numpy(zero_copy_only=False), np.float32).reshape(len(array), -1)

@@ -7,10 +7,10 @@ Parquet part, then commits its marker. A rerun skips units with a marker; a retr
 duplicated. Unreadable samples are quarantined with a reason instead of failing the unit.
 
 Besides the heatmaps and the ``samples`` table, each unit writes its part of the ``outputs``
-table: every sample's full logits and, with ``record_features``, its penultimate features (the
-input of the model's last ``nn.Linear``, randomly projected to at most
-:data:`FEATURE_DIMS` dimensions). The logits come from the explanation's own forward pass; the
-features cost one extra no-grad forward per batch, which is why they are recorded only when the
+table: every sample's full logits, its latent profile (``explain.latent_layer``, unless ``none``)
+and, with ``record_features``, its penultimate features (:mod:`..activation_probe`). The logits
+come from the explanation's own forward pass; the latent profile and the features from one extra
+no-grad forward per batch (about a third of an LRP pass). Features are recorded only when the
 audit needs them (mislabel evidence without a recorded trajectory).
 """
 from __future__ import annotations
@@ -34,7 +34,6 @@ STAGE = "explain"
 SAMPLES_TABLE = "samples"
 OUTPUTS_TABLE = "outputs"
 TOP_K = 3
-FEATURE_DIMS = 128
 
 
 @dataclass(frozen=True)
@@ -94,47 +93,6 @@ def build_explainer(model, explain: ExplainConfig):
     return explainer
 
 
-def last_linear(model):
-    """The model's last ``nn.Linear`` (its input is the penultimate feature vector), or None."""
-    import torch.nn as nn
-
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    return linears[-1] if linears else None
-
-
-class FeatureProbe:
-    """Penultimate features of a batch: the input of the model's last ``nn.Linear``, from a no-grad forward.
-
-    Wider features are projected to :data:`FEATURE_DIMS` dimensions with a fixed Gaussian
-    matrix (seed 0, scaled by 1/sqrt(dims)): distances are kept up to a small factor
-    (Johnson-Lindenstrauss), which is all a nearest-neighbour label check needs.
-    """
-
-    def __init__(self, model):
-        self.model, self.layer, self.projection = model, last_linear(model), None
-
-    def __call__(self, x):
-        import torch
-
-        if self.layer is None:
-            return None
-        captured = []
-        handle = self.layer.register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach()))
-        try:
-            with torch.no_grad():
-                self.model(x)
-        finally:
-            handle.remove()
-        features = captured[-1].flatten(1).float()
-        if features.shape[1] > FEATURE_DIMS:
-            if self.projection is None or self.projection.shape[0] != features.shape[1]:
-                generator = torch.Generator().manual_seed(0)
-                self.projection = (torch.randn(features.shape[1], FEATURE_DIMS, generator=generator)
-                                   / FEATURE_DIMS ** 0.5).to(features.device)
-            features = features @ self.projection
-        return features.cpu()
-
-
 class LoadedJob:
     """A job's source, model and explainer, opened once per process (per Dask worker)."""
 
@@ -147,7 +105,10 @@ class LoadedJob:
         self.source = job.open_source()
         self.model = build_model(job.model, self.device)
         self.explainer = build_explainer(self.model, job.explain)
-        self.features = FeatureProbe(self.model) if job.record_features else None
+        from ..activation_probe import ActivationProbe, latent_layer_path
+
+        self.probe = ActivationProbe(self.model, features=job.record_features,
+                                     latent_layer=latent_layer_path(self.model, job.explain.latent_layer))
         self.earlier = None
         if job.reuse:
             from .explain_reuse import EarlierRun
@@ -213,9 +174,10 @@ def _quarantine(status: list[str], errors: list[str], index: int, reason: str) -
         status[index], errors[index] = "quarantined", reason
 
 
-def _outputs(ids, logits, features, concepts=None):
-    """The unit's part of the ``outputs`` table: full logits, (optional) penultimate features and
-    (optional) concept relevance (per channel of ``explain.concept_layer``, 0 for quarantined rows)."""
+def _outputs(ids, logits, features, concepts=None, latent=None):
+    """The unit's part of the ``outputs`` table: full logits, (optional) penultimate features,
+    (optional) concept relevance (per channel of ``explain.concept_layer``, 0 for quarantined rows)
+    and (optional) the latent profile (:mod:`..activation_probe`, 0 for quarantined rows)."""
     import pyarrow as pa
 
     def matrix(values):
@@ -226,6 +188,8 @@ def _outputs(ids, logits, features, concepts=None):
         columns["features"] = matrix(features)
     if concepts is not None:
         columns["concepts"] = matrix(concepts)
+    if latent is not None:
+        columns["latent"] = matrix(latent)
     return pa.table(columns)
 
 
@@ -260,7 +224,7 @@ def _explain_fresh(loaded: LoadedJob, batch, ids: np.ndarray):
     status, errors = list(batch.status), list(batch.errors)
     x_all = torch.from_numpy(batch.images)
     heatmaps = np.zeros(batch.images.shape, dtype=np.float32)
-    logit_chunks, target_chunks, feature_chunks, concept_chunks = [], [], [], []
+    logit_chunks, target_chunks, feature_chunks, concept_chunks, latent_chunks = [], [], [], [], []
     for b in range(0, n, job.batch_size):
         sl = slice(b, min(b + job.batch_size, n))
         x = x_all[sl].to(loaded.device)
@@ -305,8 +269,10 @@ def _explain_fresh(loaded: LoadedJob, batch, ids: np.ndarray):
                 target[~good] = torch.from_numpy(np.clip(batch.labels[sl][~good], 0, num_classes - 1).astype(np.int64))
         logit_chunks.append(torch.nan_to_num(logits))
         target_chunks.append(target)
-        if loaded.features is not None:
-            feature_chunks.append(loaded.features(x))
+        if loaded.probe.active:
+            features, latent = loaded.probe(x)
+            feature_chunks.append(features)
+            latent_chunks.append(latent)
         if concepts is not None:
             concept_chunks.append(concepts)
     quarantined = np.array([s != "ok" for s in status])
@@ -321,7 +287,11 @@ def _explain_fresh(loaded: LoadedJob, batch, ids: np.ndarray):
     concepts_all = torch.cat(concept_chunks) if concept_chunks else None
     if concepts_all is not None:
         concepts_all[torch.from_numpy(quarantined)] = 0.0
-    return stored.astype(job.heatmap_dtype), rows, _outputs(ids, logits_all, features, concepts_all)
+    latent_all = None
+    if latent_chunks and latent_chunks[0] is not None:
+        latent_all = torch.nan_to_num(torch.cat(latent_chunks))
+        latent_all[torch.from_numpy(quarantined)] = 0.0
+    return stored.astype(job.heatmap_dtype), rows, _outputs(ids, logits_all, features, concepts_all, latent_all)
 
 
 def explain_unit(key: str, unit: int, start: int, stop: int) -> dict:

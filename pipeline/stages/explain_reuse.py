@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 #: explain settings that change a stored heatmap or row
-EXPLAIN_KEYS = ("method", "composite", "target", "heatmap_dtype", "concepts", "concept_layer")
+EXPLAIN_KEYS = ("method", "composite", "target", "heatmap_dtype", "concepts", "concept_layer", "latent_layer")
 #: at most this many bytes of heatmaps in one span's memory (at least one unit)
 SPAN_BYTES = 64 << 20
 #: spans per worker: enough for the workers to even out, few enough that each task's fixed cost stays small
