@@ -13,8 +13,10 @@ receptive fields are smaller than the artifact), and never on the class's own fe
    carry the class's shortcut), ``z_j = (a_j − mean_ref,j) / std_ref,j``; a channel j belongs to
    the concept when the group's median ``a_j`` exceeds the reference's 99% quantile of ``a_j``
    (the group has it; nine in ten reference samples less than one in a hundred);
-3. **concept score** ``s = mean_{j in concept} z_j`` per sample; the reference level ``r`` is its
-   99% quantile over the reference samples, the member level ``m`` its median over the group;
+3. **concept score** ``s = Σ_j w_j z_j`` over the concept channels, with ``w`` the group's median
+   ``z`` normalised to sum 1 (a projection on the group's typical profile: the channels most
+   specific to the group count most); the reference level ``r`` is its 99% quantile over the
+   reference samples, the member level ``m`` its median over the group;
 4. the concept is **distinct** when ``m ≥ DISTINCT_RATIO · r`` (the group's typical sample stands
    well above what the other classes reach). A distinct concept's **carriers** are the class's
    samples with ``s > r`` (the class's sample exceeds what 99 in 100 other-class samples reach)
@@ -44,6 +46,7 @@ class LatentConcept:
     channels: list[int]          # indices into the latent profile (max of channel c: c; mean: C + c)
     center: list[float]          # reference mean of each concept channel
     scale: list[float]           # reference std of each concept channel
+    weights: list[float]         # the group's median standardised value per concept channel, summing to 1
     reference_level: float       # r: the reference's 99% quantile of the concept score
     member_level: float          # m: the group's median concept score
     distinct: bool               # m >= DISTINCT_RATIO * r
@@ -77,7 +80,9 @@ def find_concept(latent: np.ndarray, members: np.ndarray, reference: np.ndarray)
     if len(channels) == 0:
         return None
     center, scale = ref[:, channels].mean(0), ref[:, channels].std(0) + 1e-6
-    concept = LatentConcept(channels.tolist(), center.tolist(), scale.tolist(), 0.0, 0.0, False)
+    typical = np.median((latent[members][:, channels] - center) / scale, axis=0)  # > 0: above the reference's 99%
+    concept = LatentConcept(channels.tolist(), center.tolist(), scale.tolist(), (typical / typical.sum()).tolist(),
+                            0.0, 0.0, False)
     score = concept_scores(latent, concept)
     concept.reference_level = float(np.quantile(score[reference], REFERENCE_QUANTILE))
     concept.member_level = float(np.median(score[members]))
@@ -89,7 +94,7 @@ def find_concept(latent: np.ndarray, members: np.ndarray, reference: np.ndarray)
 def concept_scores(latent: np.ndarray, concept: LatentConcept) -> np.ndarray:
     """The concept score s (N,) of every sample (step 3)."""
     values = np.asarray(latent, np.float64)[:, concept.channels]
-    return ((values - np.asarray(concept.center)) / np.asarray(concept.scale)).mean(1)
+    return ((values - np.asarray(concept.center)) / np.asarray(concept.scale)) @ np.asarray(concept.weights)
 
 
 def concept_carriers(latent: np.ndarray, concept: LatentConcept, in_class: np.ndarray) -> np.ndarray:

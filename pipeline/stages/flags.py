@@ -151,11 +151,14 @@ def _concept_maps(ctx: AuditContext, class_id: int, concept, num_channels: int, 
                 "layer": layer}
     if not len(sample_ids):
         return {"maps": "not drawn: no suspects in the class", "layer": layer}
+    explainer = build_explainer(model, explain)
+    if not hasattr(explainer, "explain_conditional"):
+        return {"maps": f"not drawn: the {type(explainer).__name__} explainer has no conditional heatmaps", "layer": layer}
     channels = sorted({int(j) % num_channels for j in concept.channels})
     planes = SamplePlanes(SampleImages(ctx.source()))
     x = torch.from_numpy(planes.model_input(planes[np.sort(sample_ids)])).to(device)
     target = torch.full((len(x),), int(class_id), dtype=torch.long, device=device)
-    relevance = build_explainer(model, explain).explain_conditional(x, layer, channels, target).relevance
+    relevance = explainer.explain_conditional(x, layer, channels, target).relevance
     maps = relevance.detach().float().cpu().numpy().reshape(len(x), *planes.shape[1:]).sum(1)
     write_concept_maps(ctx.layout.root, class_id, np.sort(sample_ids), maps, channels)
     return {"maps": "written", "layer": layer}
