@@ -3,7 +3,7 @@
 - **Penultimate features**: the input of the model's last ``nn.Linear`` (what a nearest-neighbour
   label check compares), randomly projected to at most :data:`FEATURE_DIMS` dimensions.
 - **Latent profile**: for every channel of a hidden layer (``explain.latent_layer``; ``auto`` is the
-  middle convolution of the model), the maximum and the mean over positions of its positive part,
+  middle convolution of the model among those with at most :data:`AUTO_MAX_CHANNELS` channels), the maximum and the mean over positions of its positive part,
   ``[max_p relu(a_cp), mean_p relu(a_cp)]`` for c = 1..C, a vector of 2C numbers per sample. A
   channel that fires on a pattern fires wherever the pattern sits, and at a middle layer also on
   a resized copy of it (its receptive field is a few input pixels wide, smaller than most
@@ -16,6 +16,7 @@ Both come from the user's own model (no copy, no gradient), in the explain stage
 from __future__ import annotations
 
 FEATURE_DIMS = 128
+AUTO_MAX_CHANNELS = 256  # auto layer: 2 x 256 float32 = 2 KB per sample in the outputs table at most
 
 
 def last_linear(model):
@@ -27,14 +28,16 @@ def last_linear(model):
 
 
 def latent_layer_path(model, layer: str) -> str | None:
-    """The module path of the latent layer: ``layer`` checked, the middle convolution for ``"auto"``
-    (None when the model has none), None for ``"none"``."""
+    """The module path of the latent layer: ``layer`` checked; for ``"auto"`` the middle one of the model's
+    convolutions with at most :data:`AUTO_MAX_CHANNELS` output channels (None when it has none); None for
+    ``"none"``."""
     import torch.nn as nn
 
     if layer == "none":
         return None
     if layer == "auto":
-        convs = [path for path, m in model.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))]
+        convs = [path for path, m in model.named_modules()
+                 if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) and m.out_channels <= AUTO_MAX_CHANNELS]
         return convs[len(convs) // 2] if convs else None
     try:
         model.get_submodule(layer)

@@ -67,7 +67,7 @@ class LatentConcept:
 def find_concept(latent: np.ndarray, members: np.ndarray, reference: np.ndarray) -> LatentConcept | None:
     """The concept of the group ``members`` against ``reference`` (both index arrays into ``latent``
     (N, D)); None when no channel passes step 2 or there are too few reference samples."""
-    latent = np.asarray(latent, np.float64)
+    latent = np.asarray(latent)
     members, reference = np.asarray(members, np.int64), np.asarray(reference, np.int64)
     if latent.ndim != 2:
         raise ValueError(f"latent must be (samples, profile), got shape {latent.shape}")
@@ -93,7 +93,7 @@ def find_concept(latent: np.ndarray, members: np.ndarray, reference: np.ndarray)
 
 def concept_scores(latent: np.ndarray, concept: LatentConcept) -> np.ndarray:
     """The concept score s (N,) of every sample (step 3)."""
-    values = np.asarray(latent, np.float64)[:, concept.channels]
+    values = np.asarray(latent)[:, concept.channels].astype(np.float64)
     return ((values - np.asarray(concept.center)) / np.asarray(concept.scale)) @ np.asarray(concept.weights)
 
 

@@ -358,7 +358,33 @@ class _ClassSearch:
                 pattern, kappa, strict = _constancy(aligned(self.images[members], p[members], w, w), std)
                 rest = self.rest_median(~members, p[members])
                 weights = self.pattern_weights(pattern, kappa, strict, rest, ring=round_ == 1)
+        p = self.relevant_positions(pattern, weights, members, p, cut)
         return self._score(members, p, d, cut, pattern, kappa, rest, weights, (i, r, c))
+
+    def relevant_positions(self, pattern, weights, members, positions, cut) -> np.ndarray:
+        """Each member's position: of the places where it carries the pattern (distance ≤ ``cut``), the one
+        where its relevance evidence is largest (its window share against the rest of the class's and the
+        other classes' mean share there, the two log-ratios of the module docstring). A tag sits in one
+        place, which this keeps; a pattern that recurs within an image (a texture) is scored where the
+        model's relevance singles it out, not at whichever copy matched first."""
+        from .clever_hans import window_sums
+
+        w, out = self.win, positions.copy()
+        rest = window_sums(self.shares[~members].mean(0), w).ravel() + DELTA
+        others = window_sums(self.other_share, w).ravel() + DELTA
+        wts, pats, const = _prepared(pattern[None], weights[None])
+        rows = np.flatnonzero(members)
+        for start in range(0, len(rows), CHUNK // 4):
+            block = rows[start:start + CHUNK // 4]
+            bank = WindowBank(self.images[block], w, w)
+            sq = (bank.squared @ wts.T - 2.0 * (bank.flat @ (wts * pats).T) + const).reshape(len(block), -1)
+            carries = np.sqrt(np.clip(sq, 0, None)) / self.pixel_std <= cut
+            share = window_sums(self.shares[block], w).reshape(len(block), -1) + DELTA
+            evidence = 2 * np.log(share) - np.log(rest) - np.log(others)
+            best = np.where(carries, evidence, -np.inf).argmax(1)
+            found = carries[np.arange(len(block)), best]  # the member's own best match is always among them
+            out[block[found]] = np.stack([best // bank.q, best % bank.q], axis=-1)[found]
+        return out
 
     def _score(self, members, p, d, cut, pattern, kappa, rest, weights, seed) -> dict:
         w, std = self.win, self.pixel_std

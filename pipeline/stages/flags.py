@@ -6,9 +6,9 @@ import json
 import numpy as np
 
 from .context import AuditContext
+from .flag_concepts import latent_concepts
 
 STAGE = "flags"
-CONCEPT_MAPS = 10  # suspects per flagged class whose conditional heatmap through the latent concept is drawn
 SUMMARY_SCHEMA_VERSION = 2
 TIMED_STAGES = ("data", "train", "explain", "faithfulness", "dynamics", "spray")
 
@@ -42,7 +42,7 @@ def run(ctx: AuditContext) -> None:
     for e in flagged:
         artifact_suspect[e.carriers] = True
         artifact_suspect[e.other_members] = True
-    concepts = _latent_concepts(ctx, flagged, status == "ok", artifact_suspect, artifact_score)
+    concepts = latent_concepts(ctx, flagged, status == "ok", artifact_suspect, artifact_score)
     for c in candidates:  # samples of other classes carrying a searched recurring pattern: scored against it
         other_scores = c["candidate"].get("other_scores") or []
         ids = np.asarray(c["candidate"].get("other_members") or [], np.int64)[:len(other_scores)]
@@ -93,75 +93,6 @@ def run(ctx: AuditContext) -> None:
                            mislabel_suspects=int(mislabel_suspect.sum()))
     ctx.log(f"flags: {len(flagged)} Clever-Hans cluster(s), {int(artifact_suspect.sum())} artifact suspects, "
             f"{int(mislabel_suspect.sum())} mislabel suspects")
-
-
-def _latent_concepts(ctx: AuditContext, flagged, ok: np.ndarray, artifact_suspect: np.ndarray,
-                     artifact_score: np.ndarray) -> dict[int, dict]:
-    """Each flagged group's concept in the latent profile (:mod:`unhans.spray.latent_concepts`): its
-    carriers join the artifact suspects and its scores the artifact scores (in place). Returns
-    class → the concept's numbers (with ``carriers_added``: suspects the input-space search missed)."""
-    from unhans.spray import concept_artifact_scores, concept_carriers, find_concept
-    from unhans.storage import matrix_column, read_table, table_columns
-
-    root = ctx.layout.root
-    if not flagged or "latent" not in table_columns(root, "outputs"):
-        return {}
-    latent = matrix_column(read_table(root, "outputs", columns=["sample_id", "latent"]).sort_by("sample_id")
-                           .column("latent"))
-    target = read_table(root, "samples", columns=["sample_id", "target"]).sort_by("sample_id").column("target").to_numpy()
-    out = {}
-    for e in flagged:
-        concept = find_concept(latent, np.asarray(e.members, np.int64), np.flatnonzero(ok & (target != e.class_id)))
-        if concept is None:
-            out[e.class_id] = {"distinct": False, "channels": [], "carriers_added": 0}
-            continue
-        carriers = concept_carriers(latent, concept, target == e.class_id) & ok
-        added = int((carriers & ~artifact_suspect).sum())
-        artifact_suspect |= carriers
-        np.maximum(artifact_score, e.score * concept_artifact_scores(latent, concept) * ok, out=artifact_score)
-        out[e.class_id] = {**concept.to_dict(), "carriers_added": added, "layer": ctx.config.explain.latent_layer}
-        if concept.distinct:
-            shown = np.flatnonzero(artifact_suspect & (target == e.class_id))
-            shown = shown[np.argsort(-artifact_score[shown], kind="stable")][:CONCEPT_MAPS]
-            out[e.class_id].update(_concept_maps(ctx, e.class_id, concept, latent.shape[1] // 2, shown))
-    return out
-
-
-def _concept_maps(ctx: AuditContext, class_id: int, concept, num_channels: int, sample_ids: np.ndarray) -> dict:
-    """Conditional heatmaps (:meth:`unhans.explainers.LRP.explain_conditional`) of ``sample_ids`` for the class,
-    through the latent layer's channels the concept reads (its max or mean of channel c: c), written to
-    ``RUN/concept_maps/<class>.npz``. Returns {"maps": "written" or why not, "layer": the layer's path}."""
-    import torch
-
-    from unhans.storage import write_concept_maps
-
-    from ..activation_probe import latent_layer_path
-    from ..devices import resolve_device
-    from ..model_loading import build_model
-    from ..sample_planes import SamplePlanes
-    from ..sources import SampleImages
-    from .explain import build_explainer
-
-    explain = ctx.config.explain
-    device = resolve_device(explain.device)
-    model = build_model(ctx.model_spec(), device)
-    layer = latent_layer_path(model, explain.latent_layer)
-    if explain.method != "lrp" or explain.tsr:
-        return {"maps": f"not drawn: conditional heatmaps need method lrp without tsr (this run: {explain.method})",
-                "layer": layer}
-    if not len(sample_ids):
-        return {"maps": "not drawn: no suspects in the class", "layer": layer}
-    explainer = build_explainer(model, explain)
-    if not hasattr(explainer, "explain_conditional"):
-        return {"maps": f"not drawn: the {type(explainer).__name__} explainer has no conditional heatmaps", "layer": layer}
-    channels = sorted({int(j) % num_channels for j in concept.channels})
-    planes = SamplePlanes(SampleImages(ctx.source()))
-    x = torch.from_numpy(planes.model_input(planes[np.sort(sample_ids)])).to(device)
-    target = torch.full((len(x),), int(class_id), dtype=torch.long, device=device)
-    relevance = explainer.explain_conditional(x, layer, channels, target).relevance
-    maps = relevance.detach().float().cpu().numpy().reshape(len(x), *planes.shape[1:]).sum(1)
-    write_concept_maps(ctx.layout.root, class_id, np.sort(sample_ids), maps, channels)
-    return {"maps": "written", "layer": layer}
 
 
 def _faithfulness(layout) -> dict | None:
