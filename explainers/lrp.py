@@ -278,8 +278,15 @@ class LRP:
             raise ValueError("explain_conditional needs at least one channel")
         return self._run(x, target, concepts=False, condition=(layer, keep))[0]
 
-    def _run(self, x: Tensor, target: Tensor | str, concepts: bool,
-             condition: tuple[str, list[int]] | None = None) -> tuple[Explanation, Tensor | None]:
+    def explain_observing(self, x: Tensor, layer: str, target: Tensor | str = PREDICTED) -> tuple[Explanation, list]:
+        """:meth:`explain` and, from the same forward pass, the outputs of module ``layer`` (a path of the user's
+        model; every call of it, detached): what the layer computed for ``x`` in the explained copy (a BatchNorm
+        after a convolution folded into it), without a second forward pass."""
+        seen: list[Tensor] = []
+        return self._run(x, target, concepts=False, observe=(layer, seen))[0], seen
+
+    def _run(self, x: Tensor, target: Tensor | str, concepts: bool, condition: tuple[str, list[int]] | None = None,
+             observe: tuple[str, list] | None = None) -> tuple[Explanation, Tensor | None]:
         wanted = check_target(x, target)
         if x.shape[0] == 0:
             empty = torch.zeros(0, dtype=torch.long, device=x.device)
@@ -288,26 +295,33 @@ class LRP:
         prepared = self._prepared_for(x)
         model = prepared.copies.get(x)
         captured: list[Tensor] = []
-        hook = None
-        if concepts:
-            caller = threading.get_ident()
+        hooks = []
+        caller = threading.get_ident()
 
+        def module(path: str) -> nn.Module:
+            try:
+                return model.get_submodule(f"0.{path}")
+            except AttributeError:
+                raise ValueError(f"layer {path!r} is not a module of the model (see model.named_modules())") from None
+
+        if concepts:
             def capture(_module, _inputs, output):  # only this call's forward (the copy may be shared by threads)
                 if threading.get_ident() == caller:
                     captured.append(output)
 
-            hook = model.get_submodule(f"0.{self.concept_layer}").register_forward_hook(capture)
+            hooks.append(module(self.concept_layer).register_forward_hook(capture))
         if condition is not None:
-            try:
-                masked = model.get_submodule(f"0.{condition[0]}")
-            except AttributeError:
-                raise ValueError(f"layer {condition[0]!r} is not a module of the model "
-                                 "(see model.named_modules())") from None
-            hook = masked.register_forward_hook(_masking(condition))
+            hooks.append(module(condition[0]).register_forward_hook(_masking(condition)))
+        if observe is not None:
+            def keep(_module, _inputs, output):
+                if threading.get_ident() == caller:
+                    observe[1].append(output.detach() if isinstance(output, Tensor) else output)
+
+            hooks.append(module(observe[0]).register_forward_hook(keep))
         try:
             return self._explain(x, wanted, prepared, model, captured if concepts else None)
         finally:
-            if hook is not None:
+            for hook in hooks:
                 hook.remove()
 
     def _explain(self, x: Tensor, wanted, prepared: _Prepared, model: nn.Module,

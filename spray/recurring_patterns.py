@@ -16,7 +16,9 @@ the *pattern*, not the place:
    κ_p = exp(-MAD_p / (0.05 σ_x)); the pixels the group shares weigh, the rest does not;
 3. **group**: the members whose weighted distance falls below the largest gap of the sorted
    log-distances (as in :mod:`.clever_hans`), re-aligned and re-weighted once on the group;
-4. **score**, as in :mod:`.clever_hans`, with every quantity taken at each member's own position:
+4. **score**, as in :mod:`.clever_hans`, with every quantity taken at each member's own position (of the
+   places where the member carries the pattern, the one where its relevance evidence is largest: a
+   tag has one such place, a texture many, and the model need not use the copy that matched first):
 
        R = log((c + δ) / (b_class + δ)) + log((c + δ) / (b_data + δ))
 

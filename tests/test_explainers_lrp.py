@@ -718,3 +718,22 @@ def test_conditional_heatmaps_of_a_partition_of_a_layers_channels_add_up_to_the_
         lrp.explain_conditional(x, "2", [6])
     with pytest.raises(ValueError, match="not a module"):
         lrp.explain_conditional(x, "nope", [0])
+
+
+def test_explain_observing_gives_the_layers_output_from_the_explanations_own_forward_pass():
+    import torch.nn as nn
+
+    from unhans.explainers import LRP
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(6 * 64, 3)).eval()
+    x = torch.rand(5, 1, 8, 8)
+    lrp = LRP(model)
+    explained, seen = lrp.explain_observing(x, "2")
+    torch.testing.assert_close(explained.relevance, lrp.explain(x).relevance)
+    (hidden,) = seen
+    torch.testing.assert_close(hidden, model[2](model[1](model[0](x))))
+    assert not hidden.requires_grad
+    with pytest.raises(ValueError, match="not a module"):
+        lrp.explain_observing(x, "nope")

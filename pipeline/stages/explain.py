@@ -109,6 +109,9 @@ class LoadedJob:
 
         self.probe = ActivationProbe(self.model, features=job.record_features,
                                      latent_layer=latent_layer_path(self.model, job.explain.latent_layer))
+        # no second forward pass when the explainer can hand over the latent layer's outputs from its own
+        self.observes = (self.probe.latent_layer is not None and self.probe.feature_layer is None
+                         and not job.explain.concepts and hasattr(self.explainer, "explain_observing"))
         self.earlier = None
         if job.reuse:
             from .explain_reuse import EarlierRun
@@ -219,6 +222,8 @@ def _explain_fresh(loaded: LoadedJob, batch, ids: np.ndarray):
 
     from unhans.storage import normalize_for_storage
 
+    from ..activation_probe import latent_profile
+
     job = loaded.job.explain
     n = len(ids)
     status, errors = list(batch.status), list(batch.errors)
@@ -246,6 +251,11 @@ def _explain_fresh(loaded: LoadedJob, batch, ids: np.ndarray):
             if job.concepts:
                 explained, channel_relevance = loaded.explainer.explain_with_concepts(x[mask], wanted)
                 concepts[good] = torch.nan_to_num(channel_relevance.float().cpu())
+            elif loaded.observes:  # the latent profile from the explanation's own forward pass
+                explained, seen = loaded.explainer.explain_observing(x[mask], loaded.probe.latent_path, wanted)
+                observed = latent_profile(seen).cpu()
+                latent = torch.zeros((len(good), observed.shape[1]), dtype=torch.float32)
+                latent[good] = observed
             else:
                 explained = loaded.explainer.explain(x[mask], wanted)
             logits[good] = explained.logits.float().cpu()
@@ -269,7 +279,10 @@ def _explain_fresh(loaded: LoadedJob, batch, ids: np.ndarray):
                 target[~good] = torch.from_numpy(np.clip(batch.labels[sl][~good], 0, num_classes - 1).astype(np.int64))
         logit_chunks.append(torch.nan_to_num(logits))
         target_chunks.append(target)
-        if loaded.probe.active:
+        if loaded.observes and good.any():
+            feature_chunks.append(None)
+            latent_chunks.append(latent)
+        elif loaded.probe.active:
             features, latent = loaded.probe(x)
             feature_chunks.append(features)
             latent_chunks.append(latent)
@@ -282,7 +295,7 @@ def _explain_fresh(loaded: LoadedJob, batch, ids: np.ndarray):
     stored, scales = normalize_for_storage(heatmaps)
     rows = _rows(ids, batch, logits_all, targets, relevance_sums, scales, status, errors)
     features = None
-    if feature_chunks and feature_chunks[0] is not None:
+    if feature_chunks and all(f is not None for f in feature_chunks):
         features = torch.nan_to_num(torch.cat(feature_chunks))
     concepts_all = torch.cat(concept_chunks) if concept_chunks else None
     if concepts_all is not None:
