@@ -50,6 +50,23 @@ def test_the_concept_is_the_channels_the_group_has_and_the_reference_lacks_and_i
     assert scores[hidden].min() > scores[np.r_[reference, rest]].max()  # the score ranks every carrier first
 
 
+def test_a_class_whose_own_features_raise_the_concepts_channels_is_cut_higher():
+    """The rest of the class sits 1.5 above the other classes in the concept's channels (a 7's top bar
+    and a tag in the top corner): cut at the reference's 99% quantile, a third of it would be taken."""
+    latent, members, hidden, rest, reference = _profiles(member_level=6.0, hidden_level=5.0)
+    latent[np.ix_(rest, CONCEPT)] += 1.5
+    in_class = np.zeros(len(latent), bool)
+    in_class[900:] = True
+    naive = find_concept(latent, members, reference)
+    assert naive.class_shift == 0.0 and (concept_carriers(latent, naive, in_class)[rest]).sum() > 10
+    concept = find_concept(latent, members, reference, np.flatnonzero(in_class))
+    # half the class carries the concept here, so its lower quartile is the rest's median: δ errs high, by
+    # the gap between the reference's median and lower quartile (0.48), and the carriers stay above it
+    assert 1.2 <= concept.class_shift <= 1.5 + 0.48 + 0.4
+    carriers = concept_carriers(latent, concept, in_class)
+    assert carriers[members].all() and carriers[hidden].all() and carriers[rest].sum() <= 2
+
+
 def test_a_group_barely_above_the_other_classes_adds_nothing():
     latent, members, _hidden, _rest, reference = _profiles(member_level=3.0, hidden_level=2.0, concept=[2])
     concept = find_concept(latent, members, reference)

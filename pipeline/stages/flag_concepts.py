@@ -29,7 +29,8 @@ def latent_concepts(ctx: AuditContext, flagged, ok: np.ndarray, artifact_suspect
     target = read_table(root, "samples", columns=["sample_id", "target"]).sort_by("sample_id").column("target").to_numpy()
     out = {}
     for e in flagged:
-        concept = find_concept(latent, np.asarray(e.members, np.int64), np.flatnonzero(ok & (target != e.class_id)))
+        concept = find_concept(latent, np.asarray(e.members, np.int64), np.flatnonzero(ok & (target != e.class_id)),
+                               np.flatnonzero(ok & (target == e.class_id)))
         if concept is None:
             out[e.class_id] = {"distinct": False, "channels": [], "carriers_added": 0}
             continue
