@@ -19,8 +19,8 @@ receptive fields are smaller than the artifact), and never on the class's own fe
    reference samples, the member level ``m`` its median over the group;
 4. the concept is **distinct** when ``m ≥ DISTINCT_RATIO · r`` (the group's typical sample stands
    well above what the other classes reach; ``benchmarks/artifact_suite.py``, seeds 0-4: the
-   rescaled tags' groups reached 2.3-138 and added 32-43 suspects each; the groups below 1.5 were
-   a top-edge line, a texture, and tags whose twin sits in another poisoned class). A distinct
+   rescaled tags' groups reached 2.3-138 and added 19-43 suspects each; the groups below 1.5 were
+   a top-edge line, two textures, and tags whose twin sits in another poisoned class). A distinct
    concept's **carriers** are the class's samples with ``s > r + δ`` and the other classes' samples
    with ``s > sqrt(r · m)`` (the geometric middle of the two levels: among the reference itself,
    ``s > r`` holds for 1 in 100 by construction). δ = max(0, q25(class) − q25(reference)) is how
