@@ -107,14 +107,24 @@ class WindowBank:
         self.squared = self.flat ** 2
 
     def match(self, patterns: np.ndarray, weights: np.ndarray, pixel_std: float) -> tuple[np.ndarray, np.ndarray]:
-        """As :func:`match`, for the bank's images: Σ w (x − p)² = Σ w x² − 2 Σ w p x + Σ w p² for every window."""
-        s = len(patterns)
-        wts, pats, const = _prepared(patterns, weights)
-        sq = (self.squared @ wts.T - 2.0 * (self.flat @ (wts * pats).T) + const).reshape(self.n, self.p * self.q, s)
-        best = sq.argmin(1)                                                # (n, S)
-        dist = np.take_along_axis(sq, best[:, None, :], 1)[:, 0].T         # (S, n)
+        """As :func:`match`, for the bank's images."""
+        maps = self.distance_maps(patterns, weights, pixel_std)            # (n, P*Q, S)
+        best = maps.argmin(1)                                              # (n, S)
+        dist = np.take_along_axis(maps, best[:, None, :], 1)[:, 0].T       # (S, n)
         pos = np.stack([best // self.q, best % self.q], axis=-1).transpose(1, 0, 2)
-        return np.sqrt(np.clip(dist, 0, None)) / pixel_std, pos
+        return dist, pos
+
+    def distance_maps(self, patterns: np.ndarray, weights: np.ndarray, pixel_std: float,
+                      rows: np.ndarray | None = None) -> np.ndarray:
+        """(n, P*Q, S): each pattern's weighted RMS difference (σ_x) from every window of the bank's images
+        (of ``rows`` of them only, when given): Σ w (x − p)² = Σ w x² − 2 Σ w p x + Σ w p²."""
+        wts, pats, const = _prepared(patterns, weights)
+        flat = self.flat.reshape(self.n, self.p * self.q, -1)
+        squared = self.squared.reshape(self.n, self.p * self.q, -1)
+        if rows is not None:
+            flat, squared = flat[rows], squared[rows]
+        sq = squared @ wts.T - 2.0 * (flat @ (wts * pats).T) + const
+        return np.sqrt(np.clip(sq, 0, None)) / pixel_std
 
 
 def _prepared(patterns, weights):
@@ -374,18 +384,15 @@ class _ClassSearch:
         w, out = self.win, positions.copy()
         rest = window_sums(self.shares[~members].mean(0), w).ravel() + DELTA
         others = window_sums(self.other_share, w).ravel() + DELTA
-        wts, pats, const = _prepared(pattern[None], weights[None])
         rows = np.flatnonzero(members)
-        for start in range(0, len(rows), CHUNK // 4):
+        for start in range(0, len(rows), CHUNK // 4):  # a block's windows are copied out of the bank
             block = rows[start:start + CHUNK // 4]
-            bank = WindowBank(self.images[block], w, w)
-            sq = (bank.squared @ wts.T - 2.0 * (bank.flat @ (wts * pats).T) + const).reshape(len(block), -1)
-            carries = np.sqrt(np.clip(sq, 0, None)) / self.pixel_std <= cut
+            carries = self.bank.distance_maps(pattern[None], weights[None], self.pixel_std, block)[..., 0] <= cut
             share = window_sums(self.shares[block], w).reshape(len(block), -1) + DELTA
             evidence = 2 * np.log(share) - np.log(rest) - np.log(others)
             best = np.where(carries, evidence, -np.inf).argmax(1)
             found = carries[np.arange(len(block)), best]  # the member's own best match is always among them
-            out[block[found]] = np.stack([best // bank.q, best % bank.q], axis=-1)[found]
+            out[block[found]] = np.stack([best // self.bank.q, best % self.bank.q], axis=-1)[found]
         return out
 
     def _score(self, members, p, d, cut, pattern, kappa, rest, weights, seed) -> dict:

@@ -9,9 +9,10 @@ duplicated. Unreadable samples are quarantined with a reason instead of failing 
 Besides the heatmaps and the ``samples`` table, each unit writes its part of the ``outputs``
 table: every sample's full logits, its latent profile (``explain.latent_layer``, unless ``none``)
 and, with ``record_features``, its penultimate features (:mod:`..activation_probe`). The logits
-come from the explanation's own forward pass; the latent profile and the features from one extra
-no-grad forward per batch (about a third of an LRP pass). Features are recorded only when the
-audit needs them (mislabel evidence without a recorded trajectory).
+come from the explanation's own forward pass, and so does the latent profile when the explainer
+can hand it over (``LRP.explain_observing``); otherwise the profile and the features come from one
+extra no-grad forward per batch (about a third of an LRP pass). Features are recorded only when
+the audit needs them (mislabel evidence without a recorded trajectory).
 """
 from __future__ import annotations
 
@@ -243,6 +244,7 @@ def _explain_fresh(loaded: LoadedJob, batch, ids: np.ndarray):
         logits = torch.zeros((len(good), num_classes), dtype=torch.float32)
         target = torch.zeros(len(good), dtype=torch.long)
         concepts = torch.zeros((len(good), loaded.num_concepts(x)), dtype=torch.float32) if job.concepts else None
+        latent = None
         if good.any():  # one forward + backward gives logits, predicted class and relevance
             mask = torch.from_numpy(good).to(loaded.device)
             wanted = "predicted"
@@ -279,12 +281,10 @@ def _explain_fresh(loaded: LoadedJob, batch, ids: np.ndarray):
                 target[~good] = torch.from_numpy(np.clip(batch.labels[sl][~good], 0, num_classes - 1).astype(np.int64))
         logit_chunks.append(torch.nan_to_num(logits))
         target_chunks.append(target)
-        if loaded.observes and good.any():
-            feature_chunks.append(None)
-            latent_chunks.append(latent)
-        elif loaded.probe.active:
+        if latent is None and loaded.probe.active:  # not observed (or no sample to explain): one no-grad forward
             features, latent = loaded.probe(x)
             feature_chunks.append(features)
+        if latent is not None:
             latent_chunks.append(latent)
         if concepts is not None:
             concept_chunks.append(concepts)
@@ -295,7 +295,7 @@ def _explain_fresh(loaded: LoadedJob, batch, ids: np.ndarray):
     stored, scales = normalize_for_storage(heatmaps)
     rows = _rows(ids, batch, logits_all, targets, relevance_sums, scales, status, errors)
     features = None
-    if feature_chunks and all(f is not None for f in feature_chunks):
+    if feature_chunks and feature_chunks[0] is not None:
         features = torch.nan_to_num(torch.cat(feature_chunks))
     concepts_all = torch.cat(concept_chunks) if concept_chunks else None
     if concepts_all is not None:
