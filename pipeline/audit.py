@@ -26,12 +26,13 @@ def stages_for(config: AuditConfig) -> list:
 
 
 def run_audit(config: AuditConfig, out: str | Path, *, force: bool = False, quiet: bool = False,
-              reuse: str | Path | None = None) -> dict:
+              reuse: str | Path | None = None, reuse_rehash: bool = False) -> dict:
     """Run every stage not yet finished in ``out``; returns summary.json as a dict.
 
     ``force`` starts the run directory over (its old outputs are deleted first); ``reuse``: an earlier
     run whose explanations of unchanged samples are copied instead of recomputed
-    (:mod:`unhans.pipeline.stages.explain_reuse`).
+    (:mod:`unhans.pipeline.stages.explain_reuse`); image files unchanged by their size and modification time are
+    not read again unless ``reuse_rehash`` (:mod:`unhans.pipeline.image_index`).
     """
     from unhans.storage import RunLayout, init_run, prepare_run_dir
 
@@ -42,7 +43,7 @@ def run_audit(config: AuditConfig, out: str | Path, *, force: bool = False, quie
             raise FileExistsError(f"--reuse {reuse}: the earlier run must be a directory apart from --out {out}")
     prepare_run_dir(layout.root, force=force)
     ctx = AuditContext(config=config, layout=layout, markers=init_run(layout.root, to_dict(config)), quiet=quiet,
-                       reuse=Path(reuse) if reuse is not None else None)
+                       reuse=Path(reuse) if reuse is not None else None, reuse_rehash=reuse_rehash)
     total = time.perf_counter()
     try:
         for stage in stages_for(config):

@@ -46,8 +46,12 @@ def _audit_parser(sub) -> None:
                    help="override every seed (data, label noise, training, SpRAy)")
     p.add_argument("--reuse", default=None, metavar="OLD",
                    help="an earlier run: samples with the same key and content, explained by the same model and "
-                        "settings, take their heatmaps and rows from OLD (copied); only new or changed samples are "
-                        "explained")
+                        "settings, take their heatmaps and rows from OLD (copied or hard-linked); only new or changed "
+                        "samples are explained. Image inputs keep OLD's sample ids (new images take the ids of "
+                        "removed ones, then come last) unless --trajectory is given")
+    p.add_argument("--reuse-rehash", action="store_true",
+                   help="with --reuse: read and hash every image file again instead of trusting a file whose size "
+                        "and modification time are unchanged since OLD listed it")
     g = p.add_argument_group("your own data and model (config sections input:, model:, dynamics:)")
     _add_input_options(g)
     g.add_argument("--model", metavar="SPEC", help="package.module:callable (model.factory) or a torchvision name (model.name)")
@@ -273,7 +277,10 @@ def _cmd_audit(args) -> int:
     config = from_dict(data)
     if args.seed is not None:
         config = config.with_seed(args.seed)
-    summary = run_audit(config, args.out, force=args.force, quiet=args.quiet, reuse=args.reuse)
+    if args.reuse_rehash and args.reuse is None:
+        raise ValueError("--reuse-rehash needs --reuse OLD")
+    summary = run_audit(config, args.out, force=args.force, quiet=args.quiet, reuse=args.reuse,
+                        reuse_rehash=args.reuse_rehash)
     from unhans.storage.layout import RunLayout
 
     layout = RunLayout(Path(args.out))

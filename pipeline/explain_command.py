@@ -10,7 +10,8 @@ from pathlib import Path
 
 from .config import ExplainRunConfig, to_dict
 from .model_loading import absolute_model
-from .sources import absolute_input, build_image_index
+from .image_index import build_image_index
+from .sources import absolute_input
 from .stages.data import input_identity, model_identity
 from .stages.explain import STAGE, ExplainJob, check_job, quarantine_summary, run_explain_stage
 

@@ -16,7 +16,8 @@ from unhans.pipeline.stages.explain import ExplainJob, LoadedJob, explain_range
 from unhans.pipeline.config import ExplainConfig, InputConfig, ModelConfig, TransformConfig
 from unhans.pipeline.model_loading import ModelLoadError, build_model
 from unhans.pipeline.small_cnn import small_cnn
-from unhans.pipeline.sources import SourceError, build_image_index, open_source
+from unhans.pipeline.image_index import build_image_index
+from unhans.pipeline.sources import SourceError, open_source
 
 FACTORY = "unhans.pipeline.small_cnn:small_cnn"
 

@@ -95,6 +95,56 @@ def test_a_grown_dataset_is_reaudited_incrementally_and_reports_exactly_the_new_
     assert result["alarms"] == [] and result["exit_code"] == 0
 
 
+def test_a_grown_image_folder_keeps_its_ids_and_links_every_unchanged_unit(runs, tmp_path):
+    """New images sort first in their class folders; the re-audit keeps OLD's ids, appends the new images, hard-links
+    every unit of old samples and reads no unchanged file again."""
+    import os
+    import time
+
+    import pyarrow.parquet as pq
+    import zarr
+    from PIL import Image
+
+    from unhans.storage import read_table
+
+    images = np.load(runs / "tag3" / "inputs" / "images.npy")
+    labels = np.load(runs / "tag3" / "inputs" / "labels.npy")
+    past = time.time_ns() - 3600 * 10**9
+
+    def write(i, name):
+        path = tmp_path / "data" / str(int(labels[i])) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((np.clip(images[i, 0], 0, 1) * 255).astype(np.uint8), mode="L").save(path)
+        return path
+
+    for i in range(200):
+        os.utime(write(i, f"img_{i:04d}.png"), ns=(past, past))
+    config = from_dict({"input": {"kind": "imagefolder", "path": str(tmp_path / "data"), "transform": {"grayscale": True}},
+                        "model": {"kind": "factory", "factory": "unhans.pipeline.small_cnn:small_cnn",
+                                  "kwargs": {"in_channels": 1, "num_classes": 10, "image_size": 32},
+                                  "checkpoint": str(runs / "tag3" / "model.pt")},
+                        "spray": {"umap": False}, "faithfulness": {"samples": 32}, "explain": {"shard_size": 32}})
+    run_audit(config, tmp_path / "day1", quiet=True)
+    for i in range(200, 220):
+        write(i, f"a_new_{i:04d}.png")  # sorts before img_*: ImageFolder order would move every later sample
+    run_audit(config, tmp_path / "day2", quiet=True, reuse=tmp_path / "day1")
+    info = json.loads((tmp_path / "day2" / "markers" / "explain.done").read_text())
+    assert (info["reused_samples"], info["explained_samples"]) == (200, 20)
+    ids = [dict(zip(*(read_table(tmp_path / day, "samples", columns=["key", "sample_id"]).column(c).to_pylist()
+                      for c in ("key", "sample_id")))) for day in ("day1", "day2")]
+    assert all(ids[1][key] == i for key, i in ids[0].items())
+    assert sorted(i for key, i in ids[1].items() if key not in ids[0]) == list(range(200, 220))
+    index = pq.read_table(tmp_path / "day2" / "inputs" / "image_index.parquet")
+    assert index.column("content_hash").null_count == 20  # the 200 unchanged files were not read again
+    for unit in range(200 // 32):  # units 0-5 hold old samples only: OLD's files, hard-linked
+        assert (tmp_path / "day2" / "tables" / "samples" / f"part-{unit:08d}.parquet").stat().st_nlink == 2
+    old = zarr.open_array(tmp_path / "day1" / "heatmaps.zarr", mode="r")[:]
+    new = zarr.open_array(tmp_path / "day2" / "heatmaps.zarr", mode="r")[:]
+    assert np.array_equal(new[:200], old)
+    samples = compare_runs(tmp_path / "day1", tmp_path / "day2", FailOn.parse("none"))["samples"]
+    assert (samples["added"], samples["removed"], samples["kept"]) == (20, 0, 200)
+
+
 def test_bad_fail_on_and_unfinished_runs_are_clear_errors(tmp_path):
     with pytest.raises(CompareError, match="unknown condition 'sometimes'"):
         FailOn.parse("new-flag,sometimes")

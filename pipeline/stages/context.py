@@ -30,6 +30,7 @@ class AuditContext:
     markers: Markers
     quiet: bool = False
     reuse: Path | None = None   # an earlier run whose explanations the explain stage may take (--reuse)
+    reuse_rehash: bool = False  # hash every input file again instead of trusting an unchanged stat (--reuse-rehash)
     _cluster: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, repr=False)
     _client: object = field(default=None, repr=False)
     _starting: "_ClusterStart | None" = field(default=None, repr=False)
@@ -138,6 +139,8 @@ class _ClusterStart:
         if warm:
             with contextlib.suppress(Exception):
                 warm_workers(self._client, warm)
+        with contextlib.suppress(Exception):  # this process creates the heatmap array next (importing zarr: ~0.15 s)
+            import zarr  # noqa: F401
 
     def join(self, stack: contextlib.ExitStack):
         """Wait for the start; the cluster's teardown moves onto ``stack``. Raises the start's error, if any."""

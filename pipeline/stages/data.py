@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..sources import SourceError, build_image_index
+from ..image_index import build_image_index
+from ..sources import SourceError
 from .context import AuditContext
 
 STAGE = "data"
@@ -110,15 +111,16 @@ def _user_input(ctx: AuditContext) -> None:
     from .explain import STAGE as EXPLAIN, worker_imports
 
     spec, model = ctx.input_spec(), ctx.model_spec()
-    if spec.kind in ("imagefolder", "parquet"):
-        build_image_index(spec, ctx.layout.image_index)
+    store = ctx.trajectory_store()
+    if spec.kind in ("imagefolder", "parquet"):  # a recorded trajectory numbers the samples in canonical order
+        build_image_index(spec, ctx.layout.image_index, ctx.reuse, keep_ids=store is None,
+                          trust_stat=not ctx.reuse_rehash)
     if not ctx.markers.stage_done(EXPLAIN):  # the cluster comes up while the model is checked here
         ctx.start_cluster(warm=worker_imports(ctx.config.explain, model))
     job = ExplainJob(run_dir=str(ctx.layout.root.resolve()), input=spec, model=model, explain=ctx.config.explain)
     num_samples, sample_shape, num_outputs = check_job(job)
     source = job.open_source()
     names = _class_names(spec.class_names, source.class_names, num_outputs, spec)
-    store = ctx.trajectory_store()
     if store is not None:
         check_trajectory(store, num_samples, len(names))
     update_manifest(ctx.layout.root, dataset={

@@ -444,7 +444,7 @@ def warn_about_malloc_trim(client) -> None:
 
 def run_explain_stage(job: ExplainJob, client, *, num_samples: int, sample_shape: tuple[int, ...],
                       progress: bool = True) -> dict:
-    """Explain all units without a marker on ``client``'s cluster; returns counts."""
+    """Explain all units without a marker on ``client``'s cluster; returns counts (``quarantined``: samples left out)."""
     from distributed import as_completed
     from tqdm.auto import tqdm
 
@@ -460,13 +460,18 @@ def run_explain_stage(job: ExplainJob, client, *, num_samples: int, sample_shape
     if todo:
         warn_about_malloc_trim(client)
         client.register_plugin(ExplainerPlugin(job), name=f"unhans-explain-{key}")
-    if job.reuse:  # mostly copies: runs of units per task (see .explain_reuse)
+    if job.reuse:  # mostly copies (see .explain_reuse)
         from .explain_reuse import spans
 
         workers = max(1, len(client.scheduler_info().get("workers", {})))
         unit_bytes = job.explain.shard_size * int(np.prod(sample_shape)) * np.dtype(job.explain.heatmap_dtype).itemsize
+        old_samples = json.loads((Path(job.reuse) / "manifest.json").read_text())["dataset"]["num_samples"]
+        # units past OLD's end hold new samples, surely explained: each a task, and first, so that the real work
+        # spreads over the workers before the cheap spans of units to copy or link fill in
+        todo_spans = ([[u] for u in todo if u[2] > old_samples]
+                      + spans([u for u in todo if u[2] <= old_samples], workers, unit_bytes))
         futures = [client.submit(explain_span, key, span, key=f"explain-{key}-{span[0][0]}-{span[-1][0]}",
-                                 retries=3, pure=False) for span in spans(todo, workers, unit_bytes)]
+                                 retries=3, pure=False) for span in todo_spans]
     else:
         futures = [client.submit(explain_unit, key, unit, start, stop, key=f"explain-{key}-{unit}", retries=3,
                                  pure=False) for unit, start, stop in todo]
@@ -478,9 +483,10 @@ def run_explain_stage(job: ExplainJob, client, *, num_samples: int, sample_shape
             bar.update(sum(r["samples"] for r in result) if isinstance(result, list) else result["samples"])
     if todo:
         client.unregister_worker_plugin(f"unhans-explain-{key}")
-    reused = sum(int((markers.unit_info(STAGE, u) or {}).get("reused", 0)) for u, _, _ in units)
+    infos = [markers.unit_info(STAGE, u) or {} for u, _, _ in units]
+    reused = sum(int(info.get("reused", 0)) for info in infos)
     return {"units": len(units), "computed_units": len(todo), "reused_samples": reused,
-            "explained_samples": num_samples - reused}
+            "explained_samples": num_samples - reused, "quarantined": sum(int(info.get("quarantined", 0)) for info in infos)}
 
 
 def quarantine_summary(run_dir: Path, limit: int = 10) -> tuple[int, list[str]]:
@@ -524,7 +530,8 @@ def run(ctx) -> None:
     counts = run_explain_stage(job, client, num_samples=info["num_samples"],
                                sample_shape=tuple(info["sample_shape"]), progress=not ctx.quiet)
     seconds = time.perf_counter() - start
-    quarantined, examples = quarantine_summary(ctx.layout.root)
+    quarantined = counts.pop("quarantined")
+    examples = quarantine_summary(ctx.layout.root)[1] if quarantined else []  # the table is read only when needed
     ctx.markers.mark_stage(STAGE, seconds=seconds, quarantined=quarantined, **counts)
     ctx.log(f"explain: {info['num_samples']} heatmaps in {seconds:.1f}s "
             f"({counts['computed_units']}/{counts['units']} units computed now"

@@ -9,14 +9,16 @@ the heatmap is the same, which :func:`reuse_blockers` checks first: the model's 
 explainer settings, the input transform, the sample shape and whether penultimate features are
 recorded. Any difference means no reuse at all, and the reason is printed.
 
-What it costs. A re-audit still reads and hashes every input file (that is how "unchanged" is
-decided), but everything else is cheap per sample: one Dask task takes a *span* of consecutive
-units (:func:`spans`), matches their samples against OLD's index (key, hash, label, status: the
-only columns each worker reads whole), reads OLD's heatmaps for the span with one Zarr read and
-only the table parts it needs, explains the span's new samples together as one batch, writes
-every unit's shard and parts as before and makes them durable together before the units'
-markers. A unit whose samples all kept their ids (nothing was inserted before them: a dataset
-that grew at its end) is not even decoded: its shard and both parts are hard-linked from OLD
+What it costs. A re-audit decides "unchanged" by every sample's content hash; image files
+whose size and modification time are unchanged since OLD listed them take OLD's hash without
+being read (:mod:`unhans.pipeline.image_index`). Everything else is cheap per sample: one Dask
+task takes a *span* of consecutive units (:func:`spans`), matches their samples against OLD's
+index (key, hash, label, status: the only columns each worker reads whole), reads OLD's heatmaps
+for the span with one Zarr read and only the table parts it needs, explains the span's new
+samples together as one batch, writes every unit's shard and parts as before and makes them
+durable together before the units' markers. A unit whose samples all kept their ids (image
+inputs keep OLD's ids, see :mod:`unhans.pipeline.image_index`; arrays grow at their end) is not
+even decoded: its shard and both parts are hard-linked from OLD
 (:class:`~unhans.storage.atomic.DurableFiles`, copied where linking fails), which leaves NEW
 valid when OLD is deleted, since no writer here changes a file in place.
 """
