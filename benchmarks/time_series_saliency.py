@@ -12,7 +12,9 @@ Speed: TSR over Grad on the TCN against the same algorithm run as a straightforw
 calls the base explainer once per time step and once per (step, feature), each call on the
 whole batch of test series (the authors' loop, and the charitable baseline), measured on the
 same series in the same process; and against a loop per series (Algorithm 1 as written, one
-input at a time), on the first few series.
+input at a time), on the first few series. ``loop_speedup_bound`` is the most any batching of
+the same passes could gain over the batched loop on this machine: the loop's time over the
+passes' time at the plain gradient's rate on batches of 512.
 
     python benchmarks/time_series_saliency.py              # 3 seeds
     python benchmarks/time_series_saliency.py --seeds 0    # one seed
@@ -101,7 +103,8 @@ def loop_tsr(base, x: torch.Tensor, target: torch.Tensor, alpha: float, fill: fl
 
 def speed(model, x: torch.Tensor, y: torch.Tensor, per_sample: int) -> dict:
     """Seconds of batched TSR over Grad vs. the per-step loop (whole batch per call) and the
-    loop per series; and the largest difference between their maps."""
+    loop per series; the largest difference between their maps; and the compute floor: seconds
+    per input of the plain gradient on batches of 512 (what no batching of the same passes beats)."""
     from unhans.explainers import Gradient, TemporalSaliencyRescaling
 
     base = Gradient(model)
@@ -118,8 +121,14 @@ def speed(model, x: torch.Tensor, y: torch.Tensor, per_sample: int) -> dict:
     for i in range(per_sample):
         loop_tsr(base, x[i:i + 1], y[i:i + 1], ALPHA)
     per_sample_s = (time.perf_counter() - start) / per_sample * len(x)
+    big = x.repeat(-(-512 // len(x)), 1, 1)[:512]
+    base(big, y.repeat(-(-512 // len(y)))[:512])  # warm-up
+    start = time.perf_counter()
+    for _ in range(5):
+        base(big, y.repeat(-(-512 // len(y)))[:512])
+    floor_s = (time.perf_counter() - start) / (5 * 512)
     return {"batched_s": batched_s, "loop_s": loop_s, "per_sample_loop_s": per_sample_s, "passes": passes,
-            "max_difference": float((batched - looped).abs().max())}
+            "max_difference": float((batched - looped).abs().max()), "floor_s": floor_s}
 
 
 def main() -> None:
@@ -170,7 +179,10 @@ def main() -> None:
                     timing = speed(model, x, y, per_sample=5)
                     print(f"speed: TSR+Grad batched {timing['batched_s']:.2f} s ({timing['passes']} base passes), "
                           f"per-step loop {timing['loop_s']:.2f} s, per-series loop {timing['per_sample_loop_s']:.1f} s "
-                          f"(extrapolated from 5 series); max |difference| {timing['max_difference']:.2e}", flush=True)
+                          f"(extrapolated from 5 series); max |difference| {timing['max_difference']:.2e}; "
+                          f"{1e6 * timing['batched_s'] / timing['passes']:.1f} us per TSR pass, "
+                          f"{1e6 * timing['loop_s'] / timing['passes']:.1f} us per loop pass, plain gradient on "
+                          f"batches of 512: {1e6 * timing['floor_s']:.1f} us per input", flush=True)
 
     def mean(model, data, method, key):
         values = [r[key] for r in rows if r["model"] == model and r["data"] == data and r["method"] == method]
@@ -198,6 +210,7 @@ def main() -> None:
         "grad_aupr_moving": mean("tcn", "moving", "grad", "aupr"),
         "tsr_speedup": timing["loop_s"] / timing["batched_s"] if timing else float("nan"),
         "tsr_speedup_per_series": timing["per_sample_loop_s"] / timing["batched_s"] if timing else float("nan"),
+        "loop_speedup_bound": timing["loop_s"] / (timing["passes"] * timing["floor_s"]) if timing else float("nan"),
         "tsr_lrp_aupr_middle": mean("tcn", "middle", "tsr_lrp", "aupr"),
         "lrp_aupr_middle": mean("tcn", "middle", "lrp", "aupr"),
         "random_aupr_middle": mean("tcn", "middle", "random", "aupr"),

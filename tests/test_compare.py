@@ -123,7 +123,7 @@ def test_a_grown_image_folder_keeps_its_ids_and_links_every_unchanged_unit(runs,
                         "model": {"kind": "factory", "factory": "unhans.pipeline.small_cnn:small_cnn",
                                   "kwargs": {"in_channels": 1, "num_classes": 10, "image_size": 32},
                                   "checkpoint": str(runs / "tag3" / "model.pt")},
-                        "spray": {"umap": False}, "faithfulness": {"samples": 32}, "explain": {"shard_size": 32}})
+                        "spray": {"umap": False}, "faithfulness": {"enabled": False}, "explain": {"shard_size": 32}})
     run_audit(config, tmp_path / "day1", quiet=True)
     for i in range(200, 220):
         write(i, f"a_new_{i:04d}.png")  # sorts before img_*: ImageFolder order would move every later sample
