@@ -27,7 +27,6 @@ import numpy as np
 from .config import InputConfig, TransformConfig
 
 
-
 class SourceError(ValueError):
     """The input as a whole is unusable (missing, wrong layout, inconsistent)."""
 
