@@ -33,6 +33,8 @@ def limit_threads(threads: int) -> None:
 
     threads = max(1, int(threads))
     torch.set_num_threads(threads)
+    if all(os.environ.get(name) == str(threads) for name in worker_environment(threads)):
+        return  # a worker started with these (pipeline.cluster): every pool read them when it loaded
     try:
         from threadpoolctl import threadpool_limits
 

@@ -4,8 +4,10 @@
 into ``RUN/inputs/image_index.parquet`` once, on the client, so that workers never walk the
 directory tree. Columns: ``path`` (relative to the root in the metadata), ``key``, ``label``,
 ``size`` and ``mtime_ns`` (the file's, when it was listed; -1 for a file that cannot be
-stat'ed) and ``content_hash`` (null unless known without reading the file, below). The
-metadata holds the root, the class folder names and ``listed_ns``, when the listing was made.
+stat'ed), ``content_hash`` and ``earlier_id`` (null and -1 unless the file is known unchanged
+without reading it, below). The metadata holds the root, the class folder names, ``listed_ns``
+(when the listing was made), ``earlier`` (the earlier run it was compared with) and ``ids_from``
+(the earlier run whose ids the order kept, below).
 
 **Order.** Without an earlier run the order is the canonical one of
 :mod:`unhans.pipeline.sources` (torchvision's ImageFolder order; the Parquet list's row order).
@@ -17,7 +19,9 @@ rewriting them (:mod:`unhans.pipeline.stages.explain_reuse`). The audit keeps th
 order when a recorded trajectory is given: the user's training loop numbered the samples that way.
 
 **Unchanged files** (the quick check of rsync and git): a file whose key, size and modification
-time are what OLD's index recorded takes OLD's content hash instead of being read again, unless
+time are what OLD's index recorded takes OLD's content hash instead of being read again, and, when
+its path under the same root and its label are OLD's too, OLD's id of it as ``earlier_id`` (the
+explain stage then takes OLD's explanation of it without reading anything of that sample), unless
 its modification time was within :data:`RACY_NS` of OLD's listing (a write in the same clock tick
 could have followed unseen; such a file is read and hashed, as git does with "racily clean"
 entries). ``--reuse-rehash`` turns the quick check off.
@@ -57,15 +61,19 @@ def build_image_index(spec: InputConfig, out: Path, earlier: Path | None = None,
     listed_ns = time.time_ns()
     columns["size"], columns["mtime_ns"] = _stats(root, columns["path"])
     columns["content_hash"] = [None] * len(columns["path"])
+    columns["earlier_id"] = [-1] * len(columns["path"])
     table = pa.table({"path": pa.array(columns["path"], pa.string()), "key": pa.array(columns["key"], pa.string()),
                       "label": pa.array(columns["label"], pa.int64()), "size": pa.array(columns["size"], pa.int64()),
                       "mtime_ns": pa.array(columns["mtime_ns"], pa.int64()),
-                      "content_hash": pa.array(columns["content_hash"], pa.string())})
+                      "content_hash": pa.array(columns["content_hash"], pa.string()),
+                      "earlier_id": pa.array(columns["earlier_id"], pa.int64())})
     old = _earlier_index(earlier) if earlier is not None else None
     if old is not None:
+        metadata["earlier"] = str(Path(earlier).resolve())
         if keep_ids:
             table = table.take(pa.array(following_order(old.column("key").to_pylist(),
                                                         table.column("key").to_pylist()), pa.int64()))
+            metadata["ids_from"] = str(Path(earlier).resolve())
         if trust_stat:
             table = _with_known_hashes(table, old, Path(earlier), metadata["root"])
     metadata["listed_ns"] = str(listed_ns)
@@ -167,7 +175,8 @@ def _earlier_index(run: Path):
 
 
 def _with_known_hashes(table, old, run: Path, root: str):
-    """``table`` with ``content_hash`` set where the file is unchanged since ``old`` listed it (module docstring)."""
+    """``table`` with ``content_hash`` set where the file is unchanged since ``old`` listed it, and ``earlier_id`` where
+    it is moreover the same path under the same root with the same label (module docstring)."""
     import pyarrow as pa
 
     from unhans.storage import read_table
@@ -179,13 +188,15 @@ def _with_known_hashes(table, old, run: Path, root: str):
     hashes = dict(zip(samples.column("key").to_pylist(), samples.column("content_hash").to_pylist()))
     same_root = (old.schema.metadata or {}).get(b"root", b"").decode() == root
     listed = int((old.schema.metadata or {}).get(b"listed_ns", b"0"))
-    stats = {key: (size, mtime) for key, size, mtime in zip(old.column("key").to_pylist(), old.column("size").to_pylist(),
-                                                           old.column("mtime_ns").to_pylist())}
-    known = []
-    for key, size, mtime in zip(table.column("key").to_pylist(), table.column("size").to_pylist(),
-                                table.column("mtime_ns").to_pylist()):
-        digest = hashes.get(key)
-        same = (same_root and size >= 0 and stats.get(key) == (size, mtime)
+    stats = {key: (size, mtime, i, path, label) for i, (key, size, mtime, path, label) in enumerate(zip(
+        *(old.column(c).to_pylist() for c in ("key", "size", "mtime_ns", "path", "label"))))}
+    known, ids = [], []
+    for key, size, mtime, path, label in zip(*(table.column(c).to_pylist()
+                                               for c in ("key", "size", "mtime_ns", "path", "label"))):
+        digest, was = hashes.get(key), stats.get(key)
+        same = (same_root and size >= 0 and was is not None and was[:2] == (size, mtime)
                 and mtime < listed - RACY_NS and digest not in (None, "missing"))
         known.append(digest if same else None)
-    return table.set_column(table.column_names.index("content_hash"), "content_hash", pa.array(known, pa.string()))
+        ids.append(was[2] if same and was[3:] == (path, label) else -1)
+    table = table.set_column(table.column_names.index("content_hash"), "content_hash", pa.array(known, pa.string()))
+    return table.set_column(table.column_names.index("earlier_id"), "earlier_id", pa.array(ids, pa.int64()))

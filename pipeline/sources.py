@@ -27,6 +27,10 @@ import numpy as np
 from .config import InputConfig, TransformConfig
 
 
+#: input kinds (the manifest's ``dataset.kind``) whose sample keys are the row numbers, i.e. the ids
+ROW_KEYED_KINDS = ("npy", "npz", "embedded")
+
+
 class SourceError(ValueError):
     """The input as a whole is unusable (missing, wrong layout, inconsistent)."""
 
@@ -84,6 +88,28 @@ class Source:
     def label_range(self, start: int, stop: int) -> np.ndarray:
         """The given labels of samples [start, stop) (-1 when unknown), without decoding where possible."""
         return np.asarray(self.load(start, stop).labels, np.int64)
+
+    def keeps_ids_of(self, earlier_run: str | Path) -> bool:
+        """True when every sample this source shares with the earlier run ``earlier_run`` (the same key) has the same
+        id in both: a re-audit then compares each sample with the earlier run's sample of the same id only
+        (:mod:`unhans.pipeline.stages.explain_reuse`). False (the safe answer) when that is not known."""
+        return False
+
+    def unchanged_ids(self, earlier_run: str | Path, start: int, stop: int) -> np.ndarray | None:
+        """For samples [start, stop): the id in ``earlier_run`` of the same sample, known unchanged without reading it
+        (its key, content, given label and ``source`` name are that sample's), else -1; None when the source knows
+        nothing of that kind. A re-audit takes such samples' explanations as they are
+        (:mod:`unhans.pipeline.stages.explain_reuse`)."""
+        return None
+
+
+def _row_keyed(earlier_run: str | Path) -> bool:
+    """Whether the earlier run's input was an array too, whose keys are its row numbers (the ids)."""
+    try:
+        manifest = json.loads((Path(earlier_run) / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (manifest.get("dataset") or {}).get("kind") in ROW_KEYED_KINDS
 
 
 def _given_labels(labels, start: int, stop: int) -> np.ndarray:
@@ -196,6 +222,10 @@ class NpySource(Source):
     def label_range(self, start: int, stop: int) -> np.ndarray:
         return _given_labels(self.labels, start, stop)
 
+    def keeps_ids_of(self, earlier_run: str | Path) -> bool:
+        """The keys are the row numbers, so a row keeps its id when the earlier run's input was an array too."""
+        return _row_keyed(earlier_run)
+
 
 class NpzSource(Source):
     """An .npz archive, loaded whole once per process (use .npy files for data larger than memory)."""
@@ -238,6 +268,10 @@ class NpzSource(Source):
 
     def label_range(self, start: int, stop: int) -> np.ndarray:
         return _given_labels(self.labels, start, stop)
+
+    def keeps_ids_of(self, earlier_run: str | Path) -> bool:
+        """The keys are the row numbers, so a row keeps its id when the earlier run's input was an array too."""
+        return _row_keyed(earlier_run)
 
 
 def decode_image(path, transform: TransformConfig) -> np.ndarray:
@@ -290,6 +324,11 @@ class ImageFileSource(Source):
         # hashes the index already knows (files unchanged since an earlier run listed them), None elsewhere
         self.known_hashes = (table.column("content_hash").to_pylist() if "content_hash" in table.column_names
                              else [None] * len(self.paths))
+        # the earlier run whose ids this index kept (image_index.following_order), if any
+        self.ids_from = meta[b"ids_from"].decode() if b"ids_from" in meta else None
+        # the earlier run the index was compared with, and its id of each file known unchanged (-1: not known)
+        self.earlier = meta[b"earlier"].decode() if b"earlier" in meta else None
+        self.earlier_ids = table.column("earlier_id").to_numpy() if "earlier_id" in table.column_names else None
         self.transform = spec.transform
         self.sample_shape = self._probe_shape()
 
@@ -355,6 +394,17 @@ class ImageFileSource(Source):
 
     def label_range(self, start: int, stop: int) -> np.ndarray:
         return _given_labels(self.labels, start, stop)
+
+    def keeps_ids_of(self, earlier_run: str | Path) -> bool:
+        """True when the index was listed keeping ``earlier_run``'s ids (:func:`~unhans.pipeline.image_index.following_order`)."""
+        return self.ids_from is not None and self.ids_from == str(Path(earlier_run).resolve())
+
+    def unchanged_ids(self, earlier_run: str | Path, start: int, stop: int) -> np.ndarray | None:
+        """The index's ``earlier_id``: files unchanged by their stat, at the same path under the same root, with the
+        same label (:mod:`unhans.pipeline.image_index`)."""
+        if self.earlier_ids is None or self.earlier != str(Path(earlier_run).resolve()):
+            return None
+        return self.earlier_ids[start:stop]
 
 
 class SampleImages:

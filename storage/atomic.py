@@ -38,9 +38,10 @@ def _temporary(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
 
 
-def _write_temporary(path: Path, write: Callable[[IO[bytes]], None], sync: bool) -> Path:
+def _write_temporary(path: Path, write: Callable[[IO[bytes]], None], sync: bool, make_parent: bool = True) -> Path:
     """``write(binary_file)`` into a fresh temporary file beside ``path`` (fsynced when ``sync``); removed on failure."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if make_parent:
+        path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary(path)
     try:
         with open(tmp, "wb") as fh:
@@ -128,12 +129,20 @@ class DurableFiles:
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="unhans-fsync")
         self._pending: list = []
         self._directories: set[Path] = set()
+        self._made: set[Path] = set()  # directories known to exist
+
+    def _parent(self, path: Path) -> None:
+        """Make ``path``'s directory (once per directory) and have it fsynced at :meth:`commit`."""
+        if path.parent not in self._made:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._made.add(path.parent)
+        self._directories.add(path.parent)
 
     def write(self, path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> Path:
         path = Path(path)
-        tmp = _write_temporary(path, write, sync=False)  # fsynced on a background thread
+        self._parent(path)
+        tmp = _write_temporary(path, write, sync=False, make_parent=False)  # fsynced on a background thread
         self._pending.append(self._pool.submit(_sync_and_rename, tmp, path))
-        self._directories.add(path.parent)
         return path
 
     def write_parquet(self, path: str | os.PathLike[str], table) -> Path:
@@ -150,7 +159,7 @@ class DurableFiles:
         import shutil
 
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self._parent(path)
         tmp = _temporary(path)
         try:
             os.link(source, tmp)
@@ -163,7 +172,6 @@ class DurableFiles:
             self._pending.append(self._pool.submit(_sync_and_rename, tmp, path))
         else:
             os.replace(tmp, path)
-        self._directories.add(path.parent)
         return path
 
     def sync(self, path: str | os.PathLike[str]) -> None:
@@ -177,8 +185,8 @@ class DurableFiles:
         try:
             for future in self._pending:
                 future.result()
-            for directory in self._directories:
-                fsync_directory(directory)
+            for future in [self._pool.submit(fsync_directory, d) for d in self._directories]:
+                future.result()
         finally:
             self._pending.clear()
             self._directories.clear()

@@ -8,7 +8,7 @@
                                    ground_truth (embedded dataset only)
     RUN/markers/<stage>.done       completion markers (and markers/<stage>/<unit>.done)
     RUN/inputs/                    the embedded dataset's arrays, or the image index of a user's input
-                                   (path, key, label, size, mtime_ns, content_hash: unhans.pipeline.image_index)
+                                   (path, key, label, size, mtime_ns, content_hash, earlier_id: unhans.pipeline.image_index)
     RUN/dynamics/epoch-*.npz       a trajectory recorded by the audit's own training stage
     RUN/model.pt                   the embedded path's trained model
     RUN/spray.json                 per-class SpRAy results and Clever-Hans candidates

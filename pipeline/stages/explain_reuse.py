@@ -13,7 +13,9 @@ What it costs. A re-audit decides "unchanged" by every sample's content hash; im
 whose size and modification time are unchanged since OLD listed them take OLD's hash without
 being read (:mod:`unhans.pipeline.image_index`). Everything else is cheap per sample: one Dask
 task takes a *span* of consecutive units (:func:`spans`), matches their samples against OLD's
-index (key, hash, label, status: the only columns each worker reads whole), reads OLD's heatmaps
+samples of the same ids (key, hash, label, status: a few columns of the span's own parts of OLD's
+``samples`` table; OLD's whole index only where the new source does not keep OLD's ids, see
+:class:`EarlierRun`), reads OLD's heatmaps
 for the span with one Zarr read and only the table parts it needs, explains the span's new
 samples together as one batch, writes every unit's shard and parts as before and makes them
 durable together before the units' markers. A unit whose samples all kept their ids (image
@@ -99,37 +101,89 @@ def spans(units: list[tuple[int, int, int]], workers: int, unit_bytes: int) -> l
 
 
 class EarlierRun:
-    """An earlier run's explained samples, opened once per worker: its index (key → id, hash, label) read
-    whole, its heatmaps and table parts read where a span needs them."""
+    """An earlier run's explained samples, opened once per worker and read where a span needs them.
 
-    def __init__(self, old_dir: str, new_dir: str | None = None):
-        from unhans.storage import open_heatmap_array, read_table
+    A span's samples are compared first with OLD's samples of the same ids (the span's own parts of OLD's ``samples``
+    table, a few columns). When the new source keeps OLD's ids (``keeps_ids``: image inputs listed with
+    :func:`~unhans.pipeline.image_index.following_order`, arrays keyed by row) that comparison is complete: a key
+    OLD also had can sit nowhere else. Otherwise the samples it does not settle are looked up by key in OLD's whole
+    index, read once per worker when first needed."""
+
+    def __init__(self, old_dir: str, new_dir: str | None = None, *, keeps_ids: bool = False):
+        from unhans.storage import open_heatmap_array
         from unhans.storage.heatmaps import shard_layout
 
         self.root = Path(old_dir)
-        index = read_table(self.root, "samples", columns=INDEX_COLUMNS)
-        ok = np.flatnonzero(index.column("status").to_numpy(zero_copy_only=False) == "ok")
-        index = index.take(ok)
-        self.by_key = dict(zip(index.column("key").to_pylist(),
-                               zip(index.column("sample_id").to_pylist(), index.column("content_hash").to_pylist(),
-                                   index.column("label").to_pylist())))
+        self.keeps_ids = keeps_ids
         self.heatmaps = open_heatmap_array(self.root, mode="r")
+        self.num_samples = int(self.heatmaps.shape[0])
         self.shard = int(self.heatmaps.shards[0]) if self.heatmaps.shards else int(self.heatmaps.chunks[0])
         # NEW's units can take OLD's shard files as they are when both arrays lay their shards out the same way
         self.same_shards = (new_dir is not None
                             and shard_layout(open_heatmap_array(Path(new_dir), mode="r")) == shard_layout(self.heatmaps))
+        from unhans.storage import Markers
+
+        self.markers = Markers(self.root)
+        self.quarantined = int((self.markers.stage_info("explain") or {}).get("quarantined", 1))
+        self._by_key: dict | None = None
         self._parts: dict[tuple[str, int], object] = {}
         self._whole: dict[str, object] = {}
 
-    def match(self, keys: list[str], hashes: list[str], labels: np.ndarray) -> np.ndarray:
-        """For each position of ``keys``: OLD's sample id when OLD explained it with the same content and the same given
-        label, else -1 (a relabeled sample is explained again: its row, and with ``target: label`` its heatmap, change)."""
-        out = np.full(len(keys), -1, np.int64)
-        for j, (key, digest, label) in enumerate(zip(keys, hashes, labels.tolist())):
-            found = self.by_key.get(key)
-            if found is not None and found[1] == digest and found[2] == label:
+    def match(self, first: int, keys: list[str], hashes: list[str], labels: np.ndarray) -> np.ndarray:
+        """For the samples ``first, first + 1, ...`` with these keys, hashes and given labels: OLD's sample id when OLD
+        explained the same key with the same content and the same given label, else -1 (a relabeled sample is explained
+        again: its row, and with ``target: label`` its heatmap, change)."""
+        n = len(keys)
+        out = np.full(n, -1, np.int64)
+        settled = np.zeros(n, bool)  # positions where OLD cannot hold the key under another id
+        old = self._index(first, first + n)
+        if old is not None and old.num_rows:
+            at = old.column("sample_id").to_numpy() - first
+            same_key = np.array(old.column("key").to_pylist(), object) == np.array(keys, object)[at]
+            same = (same_key
+                    & (np.array(old.column("content_hash").to_pylist(), object) == np.array(hashes, object)[at])
+                    & (old.column("label").to_numpy() == np.asarray(labels)[at])
+                    & (np.array(old.column("status").to_pylist(), object) == "ok"))
+            out[at[same]] = first + at[same]
+            settled[at[same_key]] = True  # OLD's keys are unique: this one is at this id only
+            if self.keeps_ids:  # a key OLD also had sits at its old id: another key here is new
+                settled[at] = True
+        if self.keeps_ids:  # ... and so is every sample past OLD's end
+            settled[max(0, self.num_samples - first):] = True
+        for j in np.flatnonzero(~settled & (out < 0)):
+            found = self._earlier_index().get(keys[j])
+            if found is not None and found[1] == hashes[j] and found[2] == int(labels[j]):
                 out[j] = found[0]
         return out
+
+    def _index(self, first: int, last: int):
+        """OLD's rows (:data:`INDEX_COLUMNS` and ``source``) of the ids in [first, last) that its unit parts hold
+        (all of them, normally); None when a part is missing."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        last = min(last, self.num_samples)
+        if first >= last:
+            return None
+        parts = [self._part("samples", p, INDEX_COLUMNS + ["source"]) for p in range(first // self.shard,
+                                                                                  (last - 1) // self.shard + 1)]
+        if None in parts:
+            return None
+        table = pa.concat_tables(parts)
+        ids = table.column("sample_id")
+        return table.filter(pc.and_(pc.greater_equal(ids, first), pc.less(ids, last)))
+
+    def _earlier_index(self) -> dict:
+        """key → (id, hash, label) of OLD's explained samples, read whole the first time it is needed."""
+        if self._by_key is None:
+            from unhans.storage import read_table
+
+            index = read_table(self.root, "samples", columns=INDEX_COLUMNS)
+            index = index.take(np.flatnonzero(index.column("status").to_numpy(zero_copy_only=False) == "ok"))
+            self._by_key = dict(zip(index.column("key").to_pylist(),
+                                    zip(index.column("sample_id").to_pylist(), index.column("content_hash").to_pylist(),
+                                        index.column("label").to_pylist())))
+        return self._by_key
 
     def stored(self, old_ids: np.ndarray) -> np.ndarray:
         """OLD's stored heatmaps of ``old_ids`` (in that order): one read of the range they span when they are dense
@@ -162,13 +216,15 @@ class EarlierRun:
             at = _positions(table, old_ids)
         return table.take(pa.array(at, pa.int64()))
 
-    def _part(self, name: str, part: int):
+    def _part(self, name: str, part: int, columns: list[str] | None = None):
+        """OLD's part ``part`` of table ``name`` (only ``columns``, when given), or None when it has no such file."""
         from unhans.storage.tables import part_path, read_part
 
-        if (name, part) not in self._parts:
+        cache = (name, part, None if columns is None else tuple(columns))
+        if cache not in self._parts:
             path = part_path(self.root, name, part)
-            self._parts[(name, part)] = read_part(path) if path.is_file() else None
-        return self._parts[(name, part)]
+            self._parts[cache] = read_part(path, columns) if path.is_file() else None
+        return self._parts[cache]
 
     def forget_parts(self) -> None:
         """Drop the table parts read for the last span (the next span needs others)."""
@@ -186,25 +242,38 @@ class EarlierRun:
                                      pa.array(new_ids, pa.int64()))
         return self.stored(old_ids), rows, outputs
 
+    def unchanged_unit(self, unit: int, start: int, stop: int, earlier_ids: np.ndarray):
+        """OLD's files of unit ``unit`` (shard, samples part, outputs part) when the source knows every sample of NEW's
+        unit [start, stop) unchanged under the same id (``earlier_ids``: :meth:`~unhans.pipeline.sources.Source.unchanged_ids`)
+        and OLD explained them all; else None. Nothing of the unit's samples is read."""
+        if not self._same_extent(unit, start, stop) or not np.array_equal(earlier_ids, np.arange(start, stop)):
+            return None
+        if self.quarantined and (self.markers.unit_info("explain", unit) or {}).get("quarantined", 1):
+            return None
+        return self._files(unit)
+
     def unit_files(self, unit: int, start: int, stop: int, old_ids: np.ndarray, sources: list[str]):
-        """OLD's files of unit ``unit`` (shard, samples part, outputs part) when NEW's unit [start, stop) can be them
-        as they are: every sample reused under the same id, the same shard extent and layout, the same ``source``
+        """OLD's files of unit ``unit`` when NEW's unit [start, stop) can be them as they are, by :meth:`match`'s
+        ``old_ids``: every sample reused under the same id, the same shard extent and layout, the same ``source``
         names; else None."""
+        if not self._same_extent(unit, start, stop) or not np.array_equal(old_ids, np.arange(start, stop)):
+            return None
+        old = self._part("samples", unit, INDEX_COLUMNS + ["source"])  # read already by match
+        if (old is None or not np.array_equal(old.column("sample_id").to_numpy(), np.arange(start, stop))
+                or old.column("source").to_pylist() != list(sources)):
+            return None
+        return self._files(unit)
+
+    def _same_extent(self, unit: int, start: int, stop: int) -> bool:
+        """Whether NEW's unit [start, stop) is OLD's unit ``unit``: the same samples in a shard laid out the same way."""
+        return self.same_shards and start == unit * self.shard and stop == min(start + self.shard, self.num_samples)
+
+    def _files(self, unit: int):
         from unhans.storage.heatmaps import shard_file
         from unhans.storage.tables import part_path
 
-        if (not self.same_shards or start != unit * self.shard
-                or stop != min(start + self.shard, self.heatmaps.shape[0])
-                or not np.array_equal(old_ids, np.arange(start, stop))):
-            return None
         samples, outputs = part_path(self.root, "samples", unit), part_path(self.root, "outputs", unit)
         if not (samples.is_file() and outputs.is_file()):
-            return None
-        from unhans.storage.tables import read_part
-
-        old = read_part(samples, ["sample_id", "source"])
-        if (old.column("sample_id").to_pylist() != list(range(start, stop))
-                or old.column("source").to_pylist() != list(sources)):
             return None
         return shard_file(self.root, self.heatmaps, unit), samples, outputs
 
@@ -271,22 +340,38 @@ def take_and_explain(loaded, start: int, stop: int, old: np.ndarray, sources: li
 
 
 def explain_span(loaded, units: list[tuple[int, int, int]]) -> list[UnitOutput]:
-    """Consecutive units of a re-audit: each unit's :class:`UnitOutput`, OLD's where it can be taken."""
-    first, last = units[0][1], units[-1][2]
+    """Consecutive units of a re-audit: each unit's :class:`UnitOutput`, OLD's where it can be taken.
+
+    Units the source knows unchanged (image files by their stat) are linked without reading anything of their
+    samples; the others are matched sample by sample (:meth:`EarlierRun.match`), and explained where needed."""
     earlier = loaded.earlier
-    keys, sources, hashes = loaded.source.identities(first, last)
-    old = earlier.match(keys, hashes, loaded.source.label_range(first, last))
-    linked, skip = {}, np.zeros(last - first, bool)
-    for unit, start, stop in units:
-        files = earlier.unit_files(unit, start, stop, old[start - first:stop - first], sources[start - first:stop - first])
-        if files is not None:
-            linked[unit] = files
-            skip[start - first:stop - first] = True
-    out = []
-    if not skip.all():
-        stored, rows, outputs, _ = take_and_explain(loaded, first, last, old, sources, skip)
-        ids = rows.column("sample_id").to_numpy()
+    linked = {}
+    first, last = units[0][1], units[-1][2]
+    unchanged = loaded.source.unchanged_ids(earlier.root, first, last)
+    if unchanged is not None:
+        for unit, start, stop in units:
+            files = earlier.unchanged_unit(unit, start, stop, unchanged[start - first:stop - first])
+            if files is not None:
+                linked[unit] = files
+    rest = [u for u in units if u[0] not in linked]
+    if rest:
+        first, last = rest[0][1], rest[-1][2]
+        keys, sources, hashes = loaded.source.identities(first, last)
+        old = earlier.match(first, keys, hashes, loaded.source.label_range(first, last))
+        skip = np.zeros(last - first, bool)
+        for unit, start, stop in units:
+            if not first <= start < last:
+                continue
+            files = linked.get(unit) or earlier.unit_files(unit, start, stop, old[start - first:stop - first],
+                                                           sources[start - first:stop - first])
+            if files is not None:
+                linked[unit] = files
+                skip[start - first:stop - first] = True
+        if not skip.all():
+            stored, rows, outputs, _ = take_and_explain(loaded, first, last, old, sources, skip)
+            ids = rows.column("sample_id").to_numpy()
     earlier.forget_parts()
+    out = []
     for unit, start, stop in units:
         if unit in linked:
             out.append(UnitOutput(unit, start, stop, None, None, None, stop - start, linked[unit]))
