@@ -160,6 +160,11 @@ class DurableFiles:
 
         path = Path(path)
         self._parent(path)
+        try:
+            os.link(source, path)  # where nothing is yet (a fresh run): the new name appears whole, or not at all
+            return path
+        except OSError:
+            pass
         tmp = _temporary(path)
         try:
             os.link(source, tmp)

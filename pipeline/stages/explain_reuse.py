@@ -11,18 +11,18 @@ recorded. Any difference means no reuse at all, and the reason is printed.
 
 What it costs. A re-audit decides "unchanged" by every sample's content hash; image files
 whose size and modification time are unchanged since OLD listed them take OLD's hash without
-being read (:mod:`unhans.pipeline.image_index`). Everything else is cheap per sample: one Dask
-task takes a *span* of consecutive units (:func:`spans`), matches their samples against OLD's
-samples of the same ids (key, hash, label, status: a few columns of the span's own parts of OLD's
-``samples`` table; OLD's whole index only where the new source does not keep OLD's ids, see
-:class:`EarlierRun`), reads OLD's heatmaps
-for the span with one Zarr read and only the table parts it needs, explains the span's new
-samples together as one batch, writes every unit's shard and parts as before and makes them
-durable together before the units' markers. A unit whose samples all kept their ids (image
-inputs keep OLD's ids, see :mod:`unhans.pipeline.image_index`; arrays grow at their end) is not
-even decoded: its shard and both parts are hard-linked from OLD
-(:class:`~unhans.storage.atomic.DurableFiles`, copied where linking fails), which leaves NEW
-valid when OLD is deleted, since no writer here changes a file in place.
+being read (:mod:`unhans.pipeline.image_index`). One Dask task takes a *span* of consecutive
+units (:func:`spans`). A unit whose files the data stage found unchanged by their stat, each at
+OLD's id, path and label (the index's ``earlier_id``), and all explained by OLD, is not read at all: its shard and both
+parts are hard-linked from OLD (:class:`~unhans.storage.atomic.DurableFiles`, copied where
+linking fails), which leaves NEW valid when OLD is deleted, since no writer here changes a file
+in place. The other units' samples are matched against OLD's samples of the same ids (key, hash,
+label, status: a few columns of the span's own parts of OLD's ``samples`` table; OLD's whole
+index only where the new source does not keep OLD's ids, see :class:`EarlierRun`); a unit whose
+samples all match under the same ids is linked as well, the rest read OLD's heatmaps with one
+Zarr read per span and only the table parts they need, explain their new samples together as one
+batch, and write every unit's shard and parts as before, durable together before the units'
+markers.
 """
 from __future__ import annotations
 
