@@ -18,9 +18,9 @@ its last units, and the explain stage hard-links every other unit's files from O
 rewriting them (:mod:`unhans.pipeline.stages.explain_reuse`). The audit keeps the canonical
 order when a recorded trajectory is given: the user's training loop numbered the samples that way.
 
-**Unchanged files** (the quick check of rsync and git): a file whose key, size and modification
-time are what OLD's index recorded takes OLD's content hash instead of being read again, and, when
-its path under the same root and its label are OLD's too, OLD's id of it as ``earlier_id`` (the
+**Unchanged files** (the quick check of rsync and git): a file whose key, path under the same root,
+size and modification time are what OLD's index recorded takes OLD's content hash instead of being
+read again, and, when its label is OLD's too, OLD's id of it as ``earlier_id`` (the
 explain stage then takes OLD's explanation of it without reading anything of that sample), unless
 its modification time was within :data:`RACY_NS` of OLD's listing (a write in the same clock tick
 could have followed unseen; such a file is read and hashed, as git does with "racily clean"
@@ -175,8 +175,8 @@ def _earlier_index(run: Path):
 
 
 def _with_known_hashes(table, old, run: Path, root: str):
-    """``table`` with ``content_hash`` set where the file is unchanged since ``old`` listed it, and ``earlier_id`` where
-    it is moreover the same path under the same root with the same label (module docstring)."""
+    """``table`` with ``content_hash`` set where the file is unchanged since ``old`` listed it (the same key, path under
+    the same root, size and mtime), and ``earlier_id`` where its label is the same too (module docstring)."""
     import pyarrow as pa
 
     from unhans.storage import read_table
@@ -194,9 +194,9 @@ def _with_known_hashes(table, old, run: Path, root: str):
     for key, size, mtime, path, label in zip(*(table.column(c).to_pylist()
                                                for c in ("key", "size", "mtime_ns", "path", "label"))):
         digest, was = hashes.get(key), stats.get(key)
-        same = (same_root and size >= 0 and was is not None and was[:2] == (size, mtime)
+        same = (same_root and size >= 0 and was is not None and (was[0], was[1], was[3]) == (size, mtime, path)
                 and mtime < listed - RACY_NS and digest not in (None, "missing"))
         known.append(digest if same else None)
-        ids.append(was[2] if same and was[3:] == (path, label) else -1)
+        ids.append(was[2] if same and was[4] == label else -1)
     table = table.set_column(table.column_names.index("content_hash"), "content_hash", pa.array(known, pa.string()))
     return table.set_column(table.column_names.index("earlier_id"), "earlier_id", pa.array(ids, pa.int64()))

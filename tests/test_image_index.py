@@ -70,9 +70,33 @@ def test_a_grown_folder_keeps_the_earlier_ids_and_knows_the_unchanged_hashes(fol
     assert known[:6] == [content_hash((folder / k).read_bytes()) for k in keys[:6]]
     source = ImageFileSource(spec, tmp_path / "index.parquet")
     assert source.identities(0, 7)[2] == [content_hash((folder / k).read_bytes()) for k in keys]
-    # without keep_ids: the canonical (ImageFolder) order
+    # the old files are the old run's samples 0-5, unchanged under the same ids: a re-audit links their units unread
+    assert index.column("earlier_id").to_pylist() == [0, 1, 2, 3, 4, 5, -1]
+    assert source.keeps_ids_of(tmp_path / "old") and source.unchanged_ids(tmp_path / "old", 0, 7).tolist() == [
+        0, 1, 2, 3, 4, 5, -1]
+    assert source.unchanged_ids(tmp_path / "other", 0, 7) is None  # known of that run only
+    # without keep_ids: the canonical (ImageFolder) order; the old ids still say which old sample each file is
     canonical = pq.read_table(build_image_index(spec, tmp_path / "canonical.parquet", tmp_path / "old"))
     assert canonical.column("key").to_pylist()[0] == "c0/-new.png"
+    assert canonical.column("earlier_id").to_pylist() == [-1, 0, 1, 2, 3, 4, 5]
+    assert not ImageFileSource(spec, tmp_path / "canonical.parquet").keeps_ids_of(tmp_path / "old")
+
+
+def test_a_relabeled_or_moved_file_keeps_its_known_hash_but_not_its_old_id(folder, tmp_path):
+    """A Parquet list whose row for an unchanged file now gives another label, or the same key another path."""
+    rows = {"path": ["c0/0.png", "c0/1.png", "c1/0.png"], "key": ["a", "b", "c"], "label": [0, 0, 1]}
+    pq.write_table(pa.table(rows), folder / "list.parquet")
+    spec = InputConfig(kind="parquet", path=str(folder / "list.parquet"))
+    _earlier_run(folder, tmp_path / "old", spec)
+    rows["label"][1] = 1  # relabeled
+    rows["path"][2] = "c1/1.png"  # key c now names another file
+    os.utime(folder / "c1" / "1.png", ns=((folder / "c1" / "0.png").stat().st_mtime_ns,) * 2)
+    pq.write_table(pa.table(rows), folder / "list.parquet")
+    index = pq.read_table(build_image_index(spec, tmp_path / "index.parquet", tmp_path / "old", keep_ids=True))
+    assert index.column("earlier_id").to_pylist() == [0, -1, -1]
+    # the relabeled file's content is known; the key that names another file (of the same mtime) is read again
+    assert index.column("content_hash").to_pylist() == [content_hash((folder / p).read_bytes())
+                                                        for p in rows["path"][:2]] + [None]
 
 
 def test_the_quick_check_trusts_only_old_unchanged_stats_and_rehash_turns_it_off(folder, tmp_path):

@@ -110,7 +110,7 @@ class EarlierRun:
     index, read once per worker when first needed."""
 
     def __init__(self, old_dir: str, new_dir: str | None = None, *, keeps_ids: bool = False):
-        from unhans.storage import open_heatmap_array
+        from unhans.storage import Markers, open_heatmap_array
         from unhans.storage.heatmaps import shard_layout
 
         self.root = Path(old_dir)
@@ -121,8 +121,6 @@ class EarlierRun:
         # NEW's units can take OLD's shard files as they are when both arrays lay their shards out the same way
         self.same_shards = (new_dir is not None
                             and shard_layout(open_heatmap_array(Path(new_dir), mode="r")) == shard_layout(self.heatmaps))
-        from unhans.storage import Markers
-
         self.markers = Markers(self.root)
         self.quarantined = int((self.markers.stage_info("explain") or {}).get("quarantined", 1))
         self._by_key: dict | None = None
