@@ -4,6 +4,8 @@ Four digit classes (scikit-learn's digits, 32x32), one of them partly poisoned b
 dataset's own planting code; a small CNN is trained on them here and explained with LRP; the
 detector sees only heatmaps and inputs.
 """
+from functools import lru_cache
+
 import numpy as np
 import pytest
 
@@ -43,8 +45,10 @@ def _textured_impostors(images, labels, rng):
     return np.concatenate([images, extra]), np.r_[labels, np.full(count, POISONED)], tagged
 
 
+@lru_cache(maxsize=2)  # the two "moving" tests share one trained model (a "texture" one runs between them)
 def _audit(kind: str, seed: int = 0):
-    """(per-class evidence, class of each sample, tagged mask, images, pixel std) after training and LRP."""
+    """(per-class evidence, class of each sample, tagged mask, images, pixel std, model) after training and LRP
+    (shared between tests: read it, do not change it)."""
     import torch
 
     from unhans.explainers import LRP
