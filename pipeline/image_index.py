@@ -13,7 +13,9 @@ without reading it, below). The metadata holds the root, the class folder names,
 :mod:`unhans.pipeline.sources` (torchvision's ImageFolder order; the Parquet list's row order).
 A re-audit (``--reuse OLD``) may instead *keep OLD's ids* (:func:`following_order`): every
 sample OLD also listed keeps its position, new samples fill the positions of samples that are
-gone, the rest are appended in canonical order. A dataset that grew overnight then changes only
+gone, the rest are appended in canonical order. When more samples are gone than came, the
+samples past the new end move into the remaining gaps; ``ids_from`` (OLD, set when every kept
+sample has its old id) is then not set, and the explain stage looks the moved ones up by key. A dataset that grew overnight then changes only
 its last units, and the explain stage hard-links every other unit's files from OLD instead of
 rewriting them (:mod:`unhans.pipeline.stages.explain_reuse`). The audit keeps the canonical
 order when a recorded trajectory is given: the user's training loop numbered the samples that way.
@@ -71,9 +73,10 @@ def build_image_index(spec: InputConfig, out: Path, earlier: Path | None = None,
     if old is not None:
         metadata["earlier"] = str(Path(earlier).resolve())
         if keep_ids:
-            table = table.take(pa.array(following_order(old.column("key").to_pylist(),
-                                                        table.column("key").to_pylist()), pa.int64()))
-            metadata["ids_from"] = str(Path(earlier).resolve())
+            old_keys = old.column("key").to_pylist()
+            table = table.take(pa.array(following_order(old_keys, table.column("key").to_pylist()), pa.int64()))
+            if _kept_every_id(old_keys, table.column("key").to_pylist()):  # not so when gaps had to close up
+                metadata["ids_from"] = str(Path(earlier).resolve())
         if trust_stat:
             table = _with_known_hashes(table, old, Path(earlier), metadata["root"])
     metadata["listed_ns"] = str(listed_ns)
@@ -83,19 +86,24 @@ def build_image_index(spec: InputConfig, out: Path, earlier: Path | None = None,
 
 def following_order(old_keys: list[str], new_keys: list[str]) -> np.ndarray:
     """Positions into ``new_keys`` in the order that keeps ``old_keys``' ids: a key both have keeps its old position,
-    a new key fills the position of an old key that is gone (in ``new_keys`` order), the rest are appended; when more
-    keys are gone than came, the later positions close up."""
+    a new key fills the position of an old key that is gone (in ``new_keys`` order), the rest are appended. When
+    more keys are gone than came, the kept keys past the new end move into the remaining gaps (in their order): as
+    few samples as possible change their id."""
     where = {key: i for i, key in enumerate(new_keys)}
     slots = [where.get(key) for key in old_keys]
     kept = {i for i in slots if i is not None}
-    fresh = iter([i for i in range(len(new_keys)) if i not in kept])
-    order = []
-    for slot in slots:
-        slot = next(fresh, None) if slot is None else slot
-        if slot is not None:
-            order.append(slot)
-    order.extend(fresh)
+    total = len(new_keys)
+    order = slots[:total]
+    fill = iter([i for i in range(total) if i not in kept] + [i for i in slots[total:] if i is not None])
+    order = [next(fill) if slot is None else slot for slot in order]
+    order.extend(fill)
     return np.asarray(order, np.int64)
+
+
+def _kept_every_id(old_keys: list[str], new_keys: list[str]) -> bool:
+    """Whether every key of ``new_keys`` that ``old_keys`` also has sits at its old position."""
+    old_ids = {key: i for i, key in enumerate(old_keys)}
+    return all(old_ids.get(key, i) == i for i, key in enumerate(new_keys))
 
 
 def _listing(spec: InputConfig) -> tuple[dict, dict]:

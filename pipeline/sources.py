@@ -96,9 +96,9 @@ class Source:
         return False
 
     def unchanged_ids(self, earlier_run: str | Path, start: int, stop: int) -> np.ndarray | None:
-        """For samples [start, stop): the id in ``earlier_run`` of the same sample, known unchanged without reading it
-        (its key, content, given label and ``source`` name are that sample's), else -1; None when the source knows
-        nothing of that kind. A re-audit takes such samples' explanations as they are
+        """For samples [start, stop): the id in ``earlier_run`` of the same sample, taken as unchanged without reading
+        it (its key, given label and ``source`` name are that sample's; its content by the source's quick check, for
+        image files their size and mtime), else -1; None when the source knows nothing of that kind. A re-audit takes such samples' explanations as they are
         (:mod:`unhans.pipeline.stages.explain_reuse`)."""
         return None
 

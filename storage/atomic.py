@@ -164,7 +164,11 @@ class DurableFiles:
             os.link(source, path)  # where nothing is yet (a fresh run): the new name appears whole, or not at all
             return path
         except OSError:
-            pass
+            try:
+                if os.path.samefile(source, path):  # linked already (a rerun of a unit whose marker was lost)
+                    return path
+            except OSError:
+                pass
         tmp = _temporary(path)
         try:
             os.link(source, tmp)

@@ -161,6 +161,24 @@ def test_a_grown_image_folder_keeps_its_ids_and_links_every_unchanged_unit(runs,
         [table.column(c).to_pylist()[i] for i in range(150, 200)] + ["new"] * 10 for c in ("key", "content_hash")),
         np.r_[table.column("label").to_numpy()[150:200], np.zeros(10, int)])
     assert np.array_equal(kept, np.r_[150:200, [-1] * 10])
+    # a night that removes 25 files: the 25 samples past the new end move into their gaps, found there by key
+    gone = [key for key, i in ids[1].items() if 40 <= i < 65]
+    for key in gone:
+        (tmp_path / "data" / key).unlink()
+    run_audit(config, tmp_path / "day3", quiet=True, reuse=tmp_path / "day2")
+    info = json.loads((tmp_path / "day3" / "markers" / "explain.done").read_text())
+    assert (info["reused_samples"], info["explained_samples"]) == (195, 0)
+    assert b"ids_from" not in pq.read_schema(tmp_path / "day3" / "inputs" / "image_index.parquet").metadata
+    day2, day3 = (read_table(tmp_path / day, "samples", columns=["key", "sample_id"]) for day in ("day2", "day3"))
+    at2, at3 = (dict(zip(t.column("key").to_pylist(), t.column("sample_id").to_pylist())) for t in (day2, day3))
+    assert set(at3) == set(at2) - set(gone) and sorted(at3.values()) == list(range(195))
+    assert sum(at3[key] != at2[key] for key in at3) == 25
+    maps2, maps3 = (zarr.open_array(tmp_path / day / "heatmaps.zarr", mode="r")[:] for day in ("day2", "day3"))
+    assert all(np.array_equal(maps3[at3[key]], maps2[at2[key]]) for key in at3)
+    for unit in (0, 3, 4, 5):  # untouched units: day2's files, linked unread
+        assert all((tmp_path / "day3" / "tables" / table / f"part-{unit:08d}.parquet").stat().st_ino
+                   == (tmp_path / "day2" / "tables" / table / f"part-{unit:08d}.parquet").stat().st_ino
+                   for table in ("samples", "outputs"))
 
 
 def test_bad_fail_on_and_unfinished_runs_are_clear_errors(tmp_path):

@@ -41,8 +41,9 @@ def _earlier_run(folder: Path, run: Path, spec: InputConfig) -> None:
 def test_following_order_keeps_old_positions_fills_gaps_then_appends():
     # d is gone: x takes its position; y comes last
     assert following_order(list("abcde"), list("abxcey")).tolist() == [0, 1, 3, 2, 4, 5]
-    # more gone than new: later positions close up
-    assert following_order(list("abcde"), list("ace")).tolist() == [0, 1, 2]
+    # more gone than new: e, past the new end, moves into b's gap; c keeps its id
+    assert following_order(list("abcde"), list("ace")).tolist() == [0, 2, 1]
+    assert following_order(list("abcdef"), list("axf")).tolist() == [0, 1, 2]  # x fills b's gap, f moves into c's
     assert following_order([], list("ba")).tolist() == [0, 1]
     assert following_order(list("ab"), list("ab")).tolist() == [0, 1]
 
@@ -80,6 +81,19 @@ def test_a_grown_folder_keeps_the_earlier_ids_and_knows_the_unchanged_hashes(fol
     assert canonical.column("key").to_pylist()[0] == "c0/-new.png"
     assert canonical.column("earlier_id").to_pylist() == [-1, 0, 1, 2, 3, 4, 5]
     assert not ImageFileSource(spec, tmp_path / "canonical.parquet").keeps_ids_of(tmp_path / "old")
+
+
+def test_a_shrunk_folder_moves_only_its_last_sample_and_no_longer_claims_the_old_ids(folder, tmp_path):
+    spec = InputConfig(kind="imagefolder", path=str(folder))
+    _earlier_run(folder, tmp_path / "old", spec)
+    (folder / "c0" / "1.png").unlink()  # id 1 is free; the last sample (c1/2.png, id 5) must move into it
+    index = pq.read_table(build_image_index(spec, tmp_path / "index.parquet", tmp_path / "old", keep_ids=True))
+    assert index.column("key").to_pylist() == ["c0/0.png", "c1/2.png", "c0/2.png", "c1/0.png", "c1/1.png"]
+    assert index.column("earlier_id").to_pylist() == [0, 5, 2, 3, 4]
+    source = ImageFileSource(spec, tmp_path / "index.parquet")
+    # a key of the old run now sits at another id: a re-audit must look the samples up by key
+    assert not source.keeps_ids_of(tmp_path / "old")
+    assert source.unchanged_ids(tmp_path / "old", 0, 5).tolist() == [0, 5, 2, 3, 4]
 
 
 def test_a_relabeled_or_moved_file_keeps_its_known_hash_but_not_its_old_id(folder, tmp_path):
