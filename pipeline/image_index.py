@@ -73,9 +73,9 @@ def build_image_index(spec: InputConfig, out: Path, earlier: Path | None = None,
     if old is not None:
         metadata["earlier"] = str(Path(earlier).resolve())
         if keep_ids:
-            old_keys = old.column("key").to_pylist()
-            table = table.take(pa.array(following_order(old_keys, table.column("key").to_pylist()), pa.int64()))
-            if _kept_every_id(old_keys, table.column("key").to_pylist()):  # not so when gaps had to close up
+            old_keys = old.column("key")
+            table = table.take(pa.array(following_order(old_keys, table.column("key")), pa.int64()))
+            if _kept_every_id(old_keys, table.column("key")):  # not so when samples had to move into gaps
                 metadata["ids_from"] = str(Path(earlier).resolve())
         if trust_stat:
             table = _with_known_hashes(table, old, Path(earlier), metadata["root"])
@@ -84,26 +84,41 @@ def build_image_index(spec: InputConfig, out: Path, earlier: Path | None = None,
     return out
 
 
-def following_order(old_keys: list[str], new_keys: list[str]) -> np.ndarray:
+def following_order(old_keys, new_keys) -> np.ndarray:
     """Positions into ``new_keys`` in the order that keeps ``old_keys``' ids: a key both have keeps its old position,
     a new key fills the position of an old key that is gone (in ``new_keys`` order), the rest are appended. When
     more keys are gone than came, the kept keys past the new end move into the remaining gaps (in their order): as
-    few samples as possible change their id."""
-    where = {key: i for i, key in enumerate(new_keys)}
-    slots = [where.get(key) for key in old_keys]
-    kept = {i for i in slots if i is not None}
+    few samples as possible change their id. Keys: lists or Arrow string arrays (vectorized: ~0.1 s at 10⁶)."""
+    import pyarrow.compute as pc
+
+    old_keys, new_keys = _strings(old_keys), _strings(new_keys)
     total = len(new_keys)
-    order = slots[:total]
-    fill = iter([i for i in range(total) if i not in kept] + [i for i in slots[total:] if i is not None])
-    order = [next(fill) if slot is None else slot for slot in order]
-    order.extend(fill)
-    return np.asarray(order, np.int64)
+    slots = pc.fill_null(pc.index_in(old_keys, value_set=new_keys), -1).to_numpy().astype(np.int64)
+    kept = np.zeros(total, bool)
+    kept[slots[slots >= 0]] = True
+    past_end = slots[total:]
+    fill = np.concatenate([np.flatnonzero(~kept), past_end[past_end >= 0]])  # new keys first, then the displaced
+    order = slots[:total].copy()
+    gaps = np.flatnonzero(order < 0)
+    order[gaps] = fill[:len(gaps)]
+    return np.concatenate([order, fill[len(gaps):]]).astype(np.int64)
 
 
-def _kept_every_id(old_keys: list[str], new_keys: list[str]) -> bool:
+def _kept_every_id(old_keys, new_keys) -> bool:
     """Whether every key of ``new_keys`` that ``old_keys`` also has sits at its old position."""
-    old_ids = {key: i for i, key in enumerate(old_keys)}
-    return all(old_ids.get(key, i) == i for i, key in enumerate(new_keys))
+    import pyarrow.compute as pc
+
+    at = pc.fill_null(pc.index_in(_strings(new_keys), value_set=_strings(old_keys)), -1).to_numpy()
+    return bool(np.all((at < 0) | (at == np.arange(len(at)))))
+
+
+def _strings(keys):
+    """``keys`` (a list, an Arrow array or column) as one Arrow string array."""
+    import pyarrow as pa
+
+    if isinstance(keys, pa.ChunkedArray):
+        return keys.combine_chunks()
+    return keys if isinstance(keys, pa.Array) else pa.array(keys, pa.string())
 
 
 def _listing(spec: InputConfig) -> tuple[dict, dict]:
@@ -184,27 +199,36 @@ def _earlier_index(run: Path):
 
 def _with_known_hashes(table, old, run: Path, root: str):
     """``table`` with ``content_hash`` set where the file is unchanged since ``old`` listed it (the same key, path under
-    the same root, size and mtime), and ``earlier_id`` where its label is the same too (module docstring)."""
+    the same root, size and mtime), and ``earlier_id`` where its label is the same too (module docstring). Two Arrow
+    joins by key (~0.3 s at 10⁶ files)."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     from unhans.storage import read_table
     from unhans.storage.tables import has_table
 
     if not has_table(run, "samples") or not {"size", "mtime_ns"} <= set(old.column_names):
         return table  # no hashes, or an index from before stats were recorded
-    samples = read_table(run, "samples", columns=["key", "content_hash"])
-    hashes = dict(zip(samples.column("key").to_pylist(), samples.column("content_hash").to_pylist()))
-    same_root = (old.schema.metadata or {}).get(b"root", b"").decode() == root
+    if (old.schema.metadata or {}).get(b"root", b"").decode() != root:
+        return table  # another root: no stat is comparable
     listed = int((old.schema.metadata or {}).get(b"listed_ns", b"0"))
-    stats = {key: (size, mtime, i, path, label) for i, (key, size, mtime, path, label) in enumerate(zip(
-        *(old.column(c).to_pylist() for c in ("key", "size", "mtime_ns", "path", "label"))))}
-    known, ids = [], []
-    for key, size, mtime, path, label in zip(*(table.column(c).to_pylist()
-                                               for c in ("key", "size", "mtime_ns", "path", "label"))):
-        digest, was = hashes.get(key), stats.get(key)
-        same = (same_root and size >= 0 and was is not None and (was[0], was[1], was[3]) == (size, mtime, path)
-                and mtime < listed - RACY_NS and digest not in (None, "missing"))
-        known.append(digest if same else None)
-        ids.append(was[2] if same and was[4] == label else -1)
-    table = table.set_column(table.column_names.index("content_hash"), "content_hash", pa.array(known, pa.string()))
-    return table.set_column(table.column_names.index("earlier_id"), "earlier_id", pa.array(ids, pa.int64()))
+    samples = read_table(run, "samples", columns=["key", "content_hash"])
+    was = pa.table({"key": old.column("key"), "old_size": old.column("size"), "old_mtime": old.column("mtime_ns"),
+                    "old_path": old.column("path"), "old_label": old.column("label"),
+                    "old_id": pa.array(np.arange(old.num_rows), pa.int64())})
+    joined = (pa.table({"key": table.column("key"), "row": pa.array(np.arange(table.num_rows), pa.int64())})
+              .join(was, "key", join_type="left outer")
+              .join(samples.rename_columns(["key", "old_hash"]), "key", join_type="left outer")
+              .sort_by("row"))
+    size, mtime = table.column("size"), table.column("mtime_ns")
+    same = pc.greater_equal(size, 0)
+    for check in (pc.equal(joined.column("old_size"), size), pc.equal(joined.column("old_mtime"), mtime),
+                  pc.equal(joined.column("old_path"), table.column("path")), pc.less(mtime, listed - RACY_NS),
+                  pc.not_equal(joined.column("old_hash"), "missing")):  # a null anywhere (unknown): not the same
+        same = pc.and_kleene(same, check)
+    same = pc.fill_null(same, False)
+    known = pc.if_else(same, joined.column("old_hash"), pa.scalar(None, pa.string()))
+    relabeled = pc.fill_null(pc.not_equal(joined.column("old_label"), table.column("label")), True)
+    ids = pc.if_else(pc.and_(same, pc.invert(relabeled)), joined.column("old_id"), -1)
+    table = table.set_column(table.column_names.index("content_hash"), "content_hash", known.cast(pa.string()))
+    return table.set_column(table.column_names.index("earlier_id"), "earlier_id", ids.cast(pa.int64()))
