@@ -72,6 +72,7 @@ class Source:
 
     sample_shape: tuple[int, ...]
     class_names: list[str] | None = None   # from the folder names (ImageFolder), else None
+    keys_are_ids: bool = False             # arrays: a sample's key is its row number
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -92,14 +93,15 @@ class Source:
     def keeps_ids_of(self, earlier_run: str | Path) -> bool:
         """True when every sample this source shares with the earlier run ``earlier_run`` (the same key) has the same
         id in both: a re-audit then compares each sample with the earlier run's sample of the same id only
-        (:mod:`unhans.pipeline.stages.explain_reuse`). False (the safe answer) when that is not known."""
-        return False
+        (:mod:`unhans.pipeline.stages.explain_reuse`). False (the safe answer) when that is not known. Sources
+        whose keys are their row numbers keep the ids of an earlier run whose input was such an array too."""
+        return self.keys_are_ids and _row_keyed(earlier_run)
 
     def unchanged_ids(self, earlier_run: str | Path, start: int, stop: int) -> np.ndarray | None:
         """For samples [start, stop): the id in ``earlier_run`` of the same sample, taken as unchanged without reading
         it (its key, given label and ``source`` name are that sample's; its content by the source's quick check, for
-        image files their size and mtime), else -1; None when the source knows nothing of that kind. A re-audit takes such samples' explanations as they are
-        (:mod:`unhans.pipeline.stages.explain_reuse`)."""
+        image files their size and mtime), else -1; None when the source knows nothing of that kind. A re-audit
+        takes such samples' explanations as they are (:mod:`unhans.pipeline.stages.explain_reuse`)."""
         return None
 
 
@@ -190,6 +192,10 @@ def _check_image_array_shape(shape: tuple[int, ...], what: str) -> None:
 
 
 class NpySource(Source):
+    """A .npy file, read a range of rows at a time (by seeking; see _NpyReader)."""
+
+    keys_are_ids = True
+
     def __init__(self, spec: InputConfig):
         self.images = _NpyReader(Path(spec.path), "input.path")
         _check_image_array_shape(self.images.shape, "input.path")
@@ -222,13 +228,11 @@ class NpySource(Source):
     def label_range(self, start: int, stop: int) -> np.ndarray:
         return _given_labels(self.labels, start, stop)
 
-    def keeps_ids_of(self, earlier_run: str | Path) -> bool:
-        """The keys are the row numbers, so a row keeps its id when the earlier run's input was an array too."""
-        return _row_keyed(earlier_run)
-
 
 class NpzSource(Source):
     """An .npz archive, loaded whole once per process (use .npy files for data larger than memory)."""
+
+    keys_are_ids = True
 
     def __init__(self, spec: InputConfig):
         path = Path(spec.path)
@@ -268,10 +272,6 @@ class NpzSource(Source):
 
     def label_range(self, start: int, stop: int) -> np.ndarray:
         return _given_labels(self.labels, start, stop)
-
-    def keeps_ids_of(self, earlier_run: str | Path) -> bool:
-        """The keys are the row numbers, so a row keeps its id when the earlier run's input was an array too."""
-        return _row_keyed(earlier_run)
 
 
 def decode_image(path, transform: TransformConfig) -> np.ndarray:

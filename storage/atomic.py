@@ -38,10 +38,9 @@ def _temporary(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
 
 
-def _write_temporary(path: Path, write: Callable[[IO[bytes]], None], sync: bool, make_parent: bool = True) -> Path:
-    """``write(binary_file)`` into a fresh temporary file beside ``path`` (fsynced when ``sync``); removed on failure."""
-    if make_parent:
-        path.parent.mkdir(parents=True, exist_ok=True)
+def _write_temporary(path: Path, write: Callable[[IO[bytes]], None], sync: bool) -> Path:
+    """``write(binary_file)`` into a fresh temporary file beside ``path`` (fsynced when ``sync``; its directory must
+    exist); removed on failure."""
     tmp = _temporary(path)
     try:
         with open(tmp, "wb") as fh:
@@ -58,6 +57,7 @@ def _write_temporary(path: Path, write: Callable[[IO[bytes]], None], sync: bool,
 def write_atomic(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> Path:
     """Create ``path`` atomically and durably from ``write(binary_file)``; returns the path."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _write_temporary(path, write, sync=True)
     try:
         os.replace(tmp, path)
@@ -141,7 +141,7 @@ class DurableFiles:
     def write(self, path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> Path:
         path = Path(path)
         self._parent(path)
-        tmp = _write_temporary(path, write, sync=False, make_parent=False)  # fsynced on a background thread
+        tmp = _write_temporary(path, write, sync=False)  # fsynced on a background thread
         self._pending.append(self._pool.submit(_sync_and_rename, tmp, path))
         return path
 

@@ -476,17 +476,17 @@ def run_explain_stage(job: ExplainJob, client, *, num_samples: int, sample_shape
         futures = [client.submit(explain_unit, key, unit, start, stop, key=f"explain-{key}-{unit}", retries=3,
                                  pure=False) for unit, start, stop in todo]
     initial = num_samples - sum(stop - start for _, start, stop in todo)
-    infos = {}
+    finished = {}  # unit → its task's counts
     with tqdm(total=num_samples, initial=initial, desc="explain", unit="sample", disable=not progress,
               leave=False) as bar:
         for future in as_completed(futures):
             result = future.result()
             for info in result if isinstance(result, list) else [result]:
-                infos[info["unit"]] = info
+                finished[info["unit"]] = info
                 bar.update(info["samples"])
     if todo:
         client.unregister_worker_plugin(f"unhans-explain-{key}")
-    infos = [infos[u] if u in infos else markers.unit_info(STAGE, u) or {} for u, _, _ in units]  # earlier runs' from markers
+    infos = [finished.get(u) or markers.unit_info(STAGE, u) or {} for u, _, _ in units]  # earlier attempts': markers
     reused = sum(int(info.get("reused", 0)) for info in infos)
     return {"units": len(units), "computed_units": len(todo), "reused_samples": reused,
             "explained_samples": num_samples - reused, "quarantined": sum(int(info.get("quarantined", 0)) for info in infos)}
