@@ -112,6 +112,9 @@ class SprayConfig:
     region_grid: int = 4
     umap: bool = True
     seed: int = 0
+    # counterfactual checks: "auto" = each detector's best classes and its outliers (unhans.spray.verdict);
+    # "all" = every class's candidates (calibration; costs two model passes over 200 inputs per candidate)
+    confirm: Literal["auto", "all"] = "auto"
 
 
 @dataclass

@@ -5,7 +5,7 @@ from .clever_hans import (
     ClusterEvidence, class_evidence, flag_classes, pattern_carriers, rank_classes, relevance_shares, sample_artifact_scores,
     sample_window_share,
 )
-from .counterfactual import Confirmation, confirm_candidate, confirm_recurring
+from .counterfactual import Confirmation, confirm_candidate, confirm_recurring, confirm_region
 from .embedding_map import umap_map
 from .graph import KnnGraph, knn_graph
 from .latent_concepts import LatentConcept, concept_artifact_scores, concept_carriers, find_concept
@@ -13,9 +13,11 @@ from .label_quality import LabelQuality, label_quality_from_blocks, label_qualit
 from .pooling import pool_by_group, region_relevance
 from .preprocessing import normalize_features, pool_heatmaps
 from .recurring_patterns import recurring_distances, recurring_evidence, recurring_scores
+from .relevance_regions import region_evidence
+from .verdict import ClassVerdict, decide, plan_checks, ranking
 
 __all__ = [
-    "ClusterEvidence", "Confirmation", "LatentConcept", "concept_artifact_scores", "concept_carriers", "find_concept", "GroupAnalysis", "LabelQuality", "label_quality_from_blocks", "label_quality_from_model", "confirm_candidate", "confirm_recurring", "KnnGraph", "analyze_group", "class_evidence", "flag_classes", "knn_graph",
+    "ClusterEvidence", "Confirmation", "LatentConcept", "concept_artifact_scores", "concept_carriers", "find_concept", "GroupAnalysis", "LabelQuality", "label_quality_from_blocks", "label_quality_from_model", "confirm_candidate", "confirm_recurring", "confirm_region", "ClassVerdict", "decide", "plan_checks", "ranking", "region_evidence", "KnnGraph", "analyze_group", "class_evidence", "flag_classes", "knn_graph",
     "normalize_features", "pattern_carriers", "pool_by_group", "pool_heatmaps", "rank_classes", "recurring_distances", "recurring_evidence",
     "recurring_scores", "region_relevance", "relevance_shares",
     "sample_artifact_scores", "sample_window_share", "umap_map",

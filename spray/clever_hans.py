@@ -105,9 +105,12 @@ class ClusterEvidence:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ClusterEvidence":
-        """The inverse of ``to_dict(with_members=True)``; a stored ``confirmation`` is left out."""
-        return cls(**{k: v for k, v in data.items() if k not in ("confirmation", "window", "other_scores")},
-                   window=tuple(data["window"]))
+        """The inverse of ``to_dict(with_members=True)``; what the stages add (``confirmation``,
+        ``detector``, ``other_scores``) is left out."""
+        from dataclasses import fields
+
+        known = {f.name for f in fields(cls)} - {"window"}
+        return cls(**{k: v for k, v in data.items() if k in known}, window=tuple(data["window"]))
 
 
 def relevance_shares(heatmaps: np.ndarray) -> np.ndarray:

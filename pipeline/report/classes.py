@@ -25,6 +25,8 @@ def class_section(data: ReportData, info: dict, picture: Callable[[int], np.ndar
     verdict = "<b style='color:#c00'>flagged</b>" if flagged else "not flagged"
     out = [f"<h3 id='class-{k}'>class {e(data.name(k))}: {verdict} · Clever-Hans score {score:.2f} · "
            f"{info['num_samples']} samples · {info['n_clusters']} clusters</h3>"]
+    if info.get("verdict"):
+        out.append(f"<p><b>Verdict</b>: {e(info['verdict']['reason'])}.</p>")
     if cand:
         out.append(_candidate(data, cand, picture, pixels))
     concept = next((f.get("latent_concept") for f in ch["flagged_clusters"] if f["class_id"] == k), None)
@@ -67,6 +69,11 @@ def _latent_concept(data: ReportData, cand: dict, concept: dict, picture) -> str
 def _candidate(data: ReportData, cand: dict, picture, pixels: int) -> str:
     if cand.get("placement") == "recurring":
         return _recurring(data, cand, picture, pixels)
+    if cand.get("placement") == "region":
+        from .region_candidate import region_section
+
+        return region_section(data, cand, picture, _confirmation(
+            cand, e(data.name(cand["class_id"])), "compared with pasting class-mates' own values in the same region"))
     k = cand["class_id"]
     name = e(data.name(k))
     w = cand["window"]
@@ -99,7 +106,7 @@ def _confirmation(cand: dict, name: str, control: str) -> str:
     if not conf:
         return ""
     verdict = "<b style='color:#c00'>confirmed</b>" if conf["confirmed"] else "<b>not confirmed</b>"
-    return (f"<p>Counterfactual check: {verdict}. Pasting the group's constant pattern into "
+    return (f"<p>Counterfactual check: {verdict}. Pasting the group's pattern into "
             f"{conf['recipients']} images of other classes raises p(class {name}) by {conf['effect']:+.3f} "
             f"(95% CI {conf['ci_low']:+.3f} to {conf['ci_high']:+.3f}) {control}; {conf['flip_rate']:.0%} of them "
             f"are then predicted as {name} (control {conf['control_flip_rate']:.0%}).</p>")

@@ -23,6 +23,10 @@ def detailed_classes(data: ReportData, top_k: int) -> list[int]:
 def overview_section(data: ReportData, detailed: list[int]) -> str:
     ch = data.summary["clever_hans"]
     score = {row["class_id"]: row["score"] for row in ch["class_ranking"]}
+    outlier = {row["class_id"]: row.get("outlier", 0.0) for row in ch["class_ranking"]}
+    effect_z = {row["class_id"]: row.get("effect_outlier", 0.0) for row in ch["class_ranking"]}
+    order = {row["class_id"]: i for i, row in enumerate(ch["class_ranking"])}
+    reasons = {v["class_id"]: v["reason"] for v in ch.get("verdicts", [])}
     flagged = {f["class_id"] for f in ch["flagged_clusters"]}
     k = max(data.num_classes, int(data.label.max(initial=-1)) + 1, int(data.class_of.max(initial=-1)) + 1)
     labelled = data.label >= 0
@@ -32,7 +36,7 @@ def overview_section(data: ReportData, detailed: list[int]) -> str:
     top = max([s for s in score.values()] + [1e-9])
     shown = set(detailed)
     rows = []
-    for info in sorted(data.spray["classes"], key=lambda i: -score.get(i["class_id"], 0.0)):
+    for info in sorted(data.spray["classes"], key=lambda i: order.get(i["class_id"], len(order))):
         c = info["class_id"]
         cand = info.get("candidate") or {}
         conf = cand.get("confirmation")
@@ -50,21 +54,29 @@ def overview_section(data: ReportData, detailed: list[int]) -> str:
                    info.get("eigengap") if info.get("eigengap") is not None else -1.0, True)
             + cell(f"{info['stability']:.2f}", info["stability"], True)
             + cell(f"{s:.3f} <span class='bar' style='width:{max(0.0, s) / top * 80:.0f}px'></span>", s, True)
+            + cell(e(str(cand.get("detector", ""))))
+            + cell(f"{outlier.get(c, 0.0):.1f}", outlier.get(c, 0.0), True)
+            + cell(f"{effect_z.get(c, 0.0):.1f}", effect_z.get(c, 0.0), True)
             + cell(str(cand.get("size", "")), cand.get("size", 0), True)
-            + cell(verdict, 1 if verdict else 0)
+            + f"<td title='{e(reasons.get(c, ''))}'>{verdict}</td>"
             + cell(confirmed)
             + cell(str(int(artifact[c])), int(artifact[c]), True)
             + cell(str(int(mislabel[c])), int(mislabel[c]), True)
             + "</tr>")
     head = ("<tr><th>class</th><th>samples</th><th>clusters</th><th>eigengap</th><th>stability</th>"
-            "<th>Clever-Hans score</th><th>candidate size</th><th>flagged</th><th>counterfactual</th>"
+            "<th>Clever-Hans score</th><th>detector</th><th>score z</th><th>effect z</th><th>candidate size</th><th>flagged</th><th>counterfactual</th>"
             "<th>artifact suspects</th><th>mislabel suspects</th></tr>")
-    return ("<h2>Classes</h2><p class='muted'>One row per class, highest Clever-Hans score first; click a column "
-            "to sort. A class scores its best candidate group: samples that carry the same input pattern, wherever "
-            "it sits, with their relevance on it (against the rest of the class and the other classes at the same "
-            "places) × constancy of the pattern × how far it stands from the rest of the class × how cleanly the "
-            "group separates from the rest, discounted by the group's share of mislabel suspects and by how often "
-            f"other classes carry the pattern; flagged at {ch.get('flag_threshold', 0):.2f}. Linked classes are shown in detail below "
-            "(flagged first, then the highest scores). Mislabel suspects are counted by given label.</p>"
+    rule = ch.get("flag_rule", {})
+    return ("<h2>Classes</h2><p class='muted'>One row per class, flagged first, then by how far the class's best "
+            "candidate stands out among classes (score z, effect z); click a column to sort, hover a flag cell for the "
+            "verdict's reason. Two detectors propose a candidate group per class: <i>pattern</i>, samples that carry "
+            "the same input pattern wherever it sits, with their relevance on it; <i>region</i>, a SpRAy cluster "
+            "whose relevance goes where neither its class-mates' nor other classes' does, in a region of any shape. "
+            "Their scores are compared only among classes (robust z of the log-score), and so are the counterfactual "
+            "effects (robust z of the interval's lower end among the checked classes). A class is flagged when "
+            "pasting the candidate's pattern or region into other classes' inputs raises p(class) beyond class-mates' "
+            f"pixels at the same place (95% interval above {rule.get('min_effect', 0):.2f}) and its score z reaches "
+            f"{rule.get('outlier_z', 0):.1f} or its effect z {rule.get('effect_outlier_z', 0):.1f}. Linked classes are "
+            "shown in detail below. Mislabel suspects are counted by given label.</p>"
             f"<div class='scroll'><table class='sortable'><thead>{head}</thead><tbody>{''.join(rows)}"
             "</tbody></table></div>")

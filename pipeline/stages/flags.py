@@ -16,8 +16,9 @@ TIMED_STAGES = ("data", "train", "explain", "faithfulness", "dynamics", "spray")
 def run(ctx: AuditContext) -> None:
     import pyarrow as pa
 
-    from unhans.spray import ClusterEvidence, flag_classes, rank_classes
-    from unhans.spray.clever_hans import FLAG_SCORE
+    from unhans.spray import ClassVerdict, ClusterEvidence, ranking
+    from unhans.spray.counterfactual import MIN_EFFECT
+    from unhans.spray.verdict import EFFECT_FLAG_Z, FLAG_Z
     from unhans.storage import read_table
     from unhans.storage.atomic import write_json_atomic
 
@@ -25,15 +26,23 @@ def run(ctx: AuditContext) -> None:
 
     layout, config = ctx.layout, ctx.config
     spray_info = json.loads(layout.spray.read_text())
-    candidates = [c for c in spray_info["classes"] if c["candidate"] is not None]
-    evidence = [ClusterEvidence.from_dict(c["candidate"]) for c in candidates]
-    confirmations = {c["class_id"]: c["candidate"].get("confirmation") for c in candidates}
-    flagged = flag_classes(evidence)
-    ranking = rank_classes(evidence, [c["class_id"] for c in spray_info["classes"]])
+    classes = spray_info["classes"]
+    verdicts = {c["class_id"]: ClassVerdict(**c["verdict"]) for c in classes}
+    chosen = {c["class_id"]: c["candidate"] for c in classes if c["candidate"] is not None}
+    flagged = sorted((ClusterEvidence.from_dict(chosen[k]) for k, v in verdicts.items() if v.flagged),
+                     key=lambda e: -verdicts[e.class_id].outlier)
+    for e in flagged:
+        e.flagged = True
+    ranked = ranking(verdicts)
     samples = read_table(layout.root, "samples", columns=["sample_id", "status"]).sort_by("sample_id")
     status = samples.column("status").to_numpy(zero_copy_only=False)
     spray_table = read_table(layout.root, "spray").sort_by("sample_id")
+    class_of = spray_table.column("class_id").to_numpy()
     artifact_score = spray_table.column("artifact_score").to_numpy().astype(np.float64)
+    for k, candidate in chosen.items():  # each class's per-sample scores against the candidate its verdict speaks of
+        if candidate.get("placement") == "region":
+            column = f"region_artifact_score{candidate.get('alternative') or ''}"
+            artifact_score[class_of == k] = spray_table.column(column).to_numpy()[class_of == k]
     dynamics = read_table(layout.root, "dynamics").sort_by("sample_id")
     mislabel_score = dynamics.column("mislabel_score").to_numpy(zero_copy_only=False).astype(np.float64)
     mislabel_suspect = dynamics.column("mislabel_suspect").to_numpy(zero_copy_only=False).astype(bool)
@@ -43,9 +52,9 @@ def run(ctx: AuditContext) -> None:
         artifact_suspect[e.carriers] = True
         artifact_suspect[e.other_members] = True
     concepts = latent_concepts(ctx, flagged, status == "ok", artifact_suspect, artifact_score)
-    for c in candidates:  # samples of other classes carrying a searched recurring pattern: scored against it
-        other_scores = c["candidate"].get("other_scores") or []
-        ids = np.asarray(c["candidate"].get("other_members") or [], np.int64)[:len(other_scores)]
+    for candidate in chosen.values():  # samples of other classes carrying a searched recurring pattern
+        other_scores = candidate.get("other_scores") or []
+        ids = np.asarray(candidate.get("other_members") or [], np.int64)[:len(other_scores)]
         if len(ids):
             artifact_score[ids] = np.maximum(artifact_score[ids], other_scores)
     ctx.write_table(STAGE, pa.table({
@@ -74,12 +83,18 @@ def run(ctx: AuditContext) -> None:
         "samples": {"total": n, "explained": int((status == "ok").sum()),
                     "quarantined": int((status != "ok").sum())},
         "clever_hans": {
-            "class_ranking": [{"class_id": k, "class_name": name(k), "score": s} for k, s in ranking],
+            "class_ranking": [{"class_id": k, "class_name": name(k), "score": verdicts[k].score,
+                               "outlier": verdicts[k].outlier, "effect_outlier": verdicts[k].effect_outlier,
+                               "flagged": verdicts[k].flagged} for k in ranked],
             "flagged_clusters": [{**e.to_dict(), "class_name": name(e.class_id),
-                                  "confirmation": confirmations.get(e.class_id),
+                                  "detector": chosen[e.class_id].get("detector"),
+                                  "outlier": verdicts[e.class_id].outlier,
+                                  "effect_outlier": verdicts[e.class_id].effect_outlier,
+                                  "confirmation": chosen[e.class_id].get("confirmation"),
                                   "latent_concept": concepts.get(e.class_id)} for e in flagged],
-            "confirmations": [v for v in confirmations.values() if v],
-            "flag_threshold": FLAG_SCORE,
+            "verdicts": [{**verdicts[k].to_dict(), "class_name": name(k)} for k in ranked],
+            "confirmations": [c["confirmation"] for c in chosen.values() if c.get("confirmation")],
+            "flag_rule": {"outlier_z": FLAG_Z, "effect_outlier_z": EFFECT_FLAG_Z, "min_effect": MIN_EFFECT},
             "artifact_suspects": int(artifact_suspect.sum()),
         },
         "mislabel": {"suspects": int(mislabel_suspect.sum()), "evidence": dynamics_info.get("evidence")},
@@ -87,7 +102,7 @@ def run(ctx: AuditContext) -> None:
         "stages": _stage_seconds(ctx.markers, n),
     }
     if config.embedded:  # the embedded dataset carries ground truth
-        summary["evaluation"] = _evaluation(ctx, ranking, artifact_suspect, artifact_score, mislabel_score)
+        summary["evaluation"] = _evaluation(ctx, ranked, artifact_suspect, artifact_score, mislabel_score)
     write_json_atomic(layout.summary, summary)
     ctx.markers.mark_stage(STAGE, artifact_suspects=int(artifact_suspect.sum()),
                            mislabel_suspects=int(mislabel_suspect.sum()))
@@ -114,7 +129,7 @@ def _evaluation(ctx: AuditContext, ranking, artifact_suspect, artifact_score, mi
     planted = [a for a in ctx.config.dataset.artifacts if a.fraction > 0]
     use = _artifact_use(ctx, planted, tagged | flipped) if planted else []
     return evaluate(
-        class_ranking=[k for k, _ in ranking], artifact_use=use,
+        class_ranking=list(ranking), artifact_use=use,
         artifact_classes=[a.class_ for a in planted],
         artifact_suspect=artifact_suspect, artifact_score=artifact_score, tagged=tagged,
         mislabel_score=mislabel_score, flipped=flipped,

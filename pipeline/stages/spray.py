@@ -11,10 +11,13 @@ The client only plans and gathers small summaries (:mod:`.spray_tasks` does the 
    (a fixed-window candidate from the SpRAy clusters and a recurring-pattern candidate found anywhere),
    writes its part of the ``spray`` table, its cluster means and its marker, and returns its
    summary; a rerun skips classes with a marker (their summary is in the marker);
-3. the best flagged candidates (up to three) get a counterfactual confirmation, one task each;
-4. shard tasks find other classes' samples that carry the pattern of a candidate that will be
-   flagged (score at or above the flag threshold): those samples become artifact suspects too.
-   Searching every class's candidate would cost classes x samples pattern checks for nothing.
+3. the verdict (:mod:`unhans.spray.verdict`): each detector's best classes and its outlier classes
+   get a counterfactual check, one task each; a class is flagged when its candidate is an outlier
+   among classes and the check confirms it. Each class's summary gets its ``verdict``, and its
+   ``candidate`` becomes the one the verdict speaks of (the pixel-pattern one or the region one);
+4. shard tasks find other classes' samples that carry the pattern of a flagged pixel-pattern
+   candidate: those samples become artifact suspects too. Searching every class's candidate would
+   cost classes x samples pattern checks for nothing.
 
 Memory: a task holds one class (or one shard); the client holds per-sample ids, classes and
 scales (a few bytes per sample) and the per-class summaries.
@@ -23,13 +26,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from unhans.spray.clever_hans import FLAG_SCORE
-
 from .context import AuditContext
-from .spray_tasks import STAGE, UNASSIGNED_PART, SprayJob, SprayPlugin, plugin_name
+from .spray_tasks import REGION_ALTERNATIVES, STAGE, UNASSIGNED_PART, SprayJob, SprayPlugin, plugin_name
 from .spray_tasks import analyze_class, confirm, find_carriers, regroup
 
-CONFIRM_TOP = 3  # flagged candidates (best scores first) checked by counterfactual pasting
 PART_BYTES = 128 << 20  # class-grouped maps per regroup task (float32 H x W per sample)
 MIN_PARTS = 8  # small runs still spread the regroup pass over the workers
 PIXEL_STD_SAMPLES = 5000
@@ -55,30 +55,24 @@ def run(ctx: AuditContext) -> None:
         key = job.key()
         summaries = _class_summaries(ctx, client, key, plan, phases)
         mark = time.perf_counter()
-        candidates = sorted((s["candidate"] for s in summaries if s["candidate"]), key=lambda c: -c["score"])
         target = client.scatter(plan.target, broadcast=True)
-        # only flagged candidates: an unflagged group that the model uses is usually a class feature (a clean
-        # run, seed 1: a class-5 sub-style's pixels raised p(5) more than other 5s' pixels from the same place)
-        checked = [c for c in candidates if c["score"] >= FLAG_SCORE][:CONFIRM_TOP]
-        confirmations = client.gather([client.submit(confirm, key, c, target, pure=False, retries=3)
-                                       for c in checked])
-        for candidate, result in zip(checked, confirmations):
-            candidate["confirmation"] = result
-            ctx.log(f"spray: class {plan.name(candidate['class_id'])} candidate "
-                    f"{'confirmed' if result['confirmed'] else 'rejected'} (its pattern raises p(class) by "
-                    f"{result['effect']:+.3f}, 95% CI [{result['ci_low']:+.3f}, {result['ci_high']:+.3f}])")
+        verdicts = _verdicts(ctx, client, key, plan, summaries, target)
         phases["confirm"] = time.perf_counter() - mark
         mark = time.perf_counter()
-        searched = [c for c in candidates if c["score"] >= FLAG_SCORE]
-        carriers = {c["class_id"]: {} for c in candidates}
-        if searched:
-            futures = [client.submit(find_carriers, key, s, e, plan.target[s:e], searched, pure=False, retries=3)
+        flagged = [s["candidate"] for s in summaries
+                   if verdicts[s["class_id"]].flagged and s["candidate"]["placement"] != "region"]
+        carriers = {s["class_id"]: {} for s in summaries}
+        if flagged:  # other classes' samples carrying a flagged pixel pattern
+            futures = [client.submit(find_carriers, key, s, e, plan.target[s:e], flagged, pure=False, retries=3)
                        for s, e in plan.shards()]
             for found in client.gather(futures):
                 for class_id, (ids, scores) in found.items():
                     carriers[class_id].update(zip(ids, scores or [None] * len(ids)))
-        for candidate in candidates:
-            found = carriers[candidate["class_id"]]
+        for summary in summaries:
+            candidate = summary["candidate"]
+            if candidate is None:
+                continue
+            found = carriers[summary["class_id"]]
             candidate["other_members"] = sorted(found)
             if candidate.get("placement") == "recurring":  # their artifact score against this pattern (flags stage)
                 candidate["other_scores"] = [found[i] for i in candidate["other_members"]]
@@ -93,6 +87,45 @@ def run(ctx: AuditContext) -> None:
                            phases={k: round(v, 3) for k, v in phases.items()})
     ctx.log(f"spray: {len(summaries)} classes, {sum(s['n_clusters'] for s in summaries)} clusters in {seconds:.1f}s ("
             + ", ".join(f"{k} {v:.1f}s" for k, v in phases.items()) + ")")
+
+
+DETECTORS = {"pattern": "candidate", "region": "region_candidate"}  # verdict detector → summary key
+
+
+def _verdicts(ctx: AuditContext, client, key: str, plan: "_Plan", summaries: list[dict], target) -> dict:
+    """Counterfactual checks of the planned candidates and every class's verdict (module docstring, step 3).
+    Sets each summary's ``verdict`` and ``candidate`` (the verdict's candidate, with its ``confirmation``)."""
+    from unhans.spray import decide, plan_checks
+
+    by_class = {s["class_id"]: s for s in summaries}
+    scores = {d: {c: (s[field] or {}).get("score", 0.0) for c, s in by_class.items()} for d, field in DETECTORS.items()}
+    planned = plan_checks(scores, check_all=ctx.config.spray.confirm == "all")
+    options = {(d, c): [by_class[c][DETECTORS[d]]] + (by_class[c].get("region_alternatives") or [] if d == "region" else [])
+               for d, c in planned}
+    futures = {key_: [client.submit(confirm, key, cand, target, pure=False, retries=3) for cand in cands]
+               for key_, cands in options.items()}
+    confirmations = {}
+    for (d, c), results in zip(futures, client.gather(list(futures.values()))):
+        for cand, result in zip(options[(d, c)], results):
+            cand["confirmation"] = result
+        # of a class's alternatives (both halves of a split), the one whose paste moves the model most
+        best = max(range(len(results)), key=lambda i: (results[i]["confirmed"], results[i]["ci_low"]))
+        by_class[c][DETECTORS[d]] = options[(d, c)][best]
+        by_class[c][DETECTORS[d]]["alternative"] = best
+        confirmations[(d, c)] = results[best]
+    verdicts = decide(scores, confirmations)
+    for c, summary in by_class.items():
+        verdict = verdicts[c]
+        summary["verdict"] = verdict.to_dict()
+        pattern = summary["candidate"]
+        if verdict.detector:
+            summary["candidate"] = by_class[c][DETECTORS[verdict.detector]]
+            summary["candidate"]["detector"] = verdict.detector
+        if pattern is not None and summary["candidate"] is not pattern:
+            summary["pattern_candidate"] = pattern
+        if verdict.checked or verdict.flagged:
+            ctx.log(f"spray: class {plan.name(c)}: {verdict.reason}")
+    return verdicts
 
 
 class _Plan:
@@ -207,5 +240,6 @@ def _write_unassigned(ctx: AuditContext, plan: _Plan) -> None:
         "class_id": pa.array(np.full(n, -1), pa.int64()), "cluster": pa.array(np.full(n, -1), pa.int64()),
         "candidate_member": pa.array(np.zeros(n, bool)), "artifact_score": pa.array(np.zeros(n), pa.float32()),
         "pixel_artifact_score": pa.array(np.zeros(n), pa.float32()),
+        **{f"region_artifact_score{i or ''}": pa.array(np.zeros(n), pa.float32()) for i in range(REGION_ALTERNATIVES)},
         "umap_x": pa.array(np.full(n, np.nan), pa.float32()), "umap_y": pa.array(np.full(n, np.nan), pa.float32()),
     }))

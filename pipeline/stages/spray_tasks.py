@@ -18,6 +18,7 @@ from ..config import InputConfig, ModelConfig, SprayConfig
 
 STAGE = "spray"
 UNASSIGNED_PART = 99_999_999  # the spray table's part for samples with no class (quarantined)
+REGION_ALTERNATIVES = 2  # region candidates per class (columns region_artifact_score, region_artifact_score1)
 
 
 @dataclass(frozen=True)
@@ -148,19 +149,22 @@ def analyze_class(job_key: str, class_id: int, idx: np.ndarray, keys: list[str],
     others: how many of those are not in this class; reference: ids of an evenly spaced sample
     of all classified samples (those of other classes are the recurring search's reference).
 
-    Two detectors run: the fixed-window one on the SpRAy clusters (:func:`unhans.spray.class_evidence`)
-    and the recurring-pattern one (:func:`unhans.spray.recurring_evidence`). The class's candidate
-    is the recurring one (the fixed-window one only where the recurring search finds no group);
-    the fixed-window one is kept beside it (``pixel_candidate``, column
-    ``pixel_artifact_score``) for comparison. On the embedded digits the recurring search found
+    Three detectors run: the fixed-window one on the SpRAy clusters (:func:`unhans.spray.class_evidence`),
+    the recurring-pattern one (:func:`unhans.spray.recurring_evidence`) and the region one
+    (:func:`unhans.spray.region_evidence`: a mask of any shape from the SpRAy clusters' relevance). The
+    class's pixel-pattern candidate (``candidate``, column ``artifact_score``) is the recurring one (the
+    fixed-window one only where the recurring search finds no group); the region candidate is kept
+    beside it (``region_candidate``, column ``region_artifact_score``), and the stage's verdict
+    (:mod:`unhans.spray.verdict`) decides between them; the fixed-window one is kept
+    (``pixel_candidate``, column ``pixel_artifact_score``) for comparison. On the embedded digits the recurring search found
     every fixed stamp too, and the fixed-window one alone flagged a class without any artifact
     (stamp scenario, seed 0, class 1), so it no longer flags.
     """
     import pyarrow as pa
 
     from unhans.spray import (analyze_group, class_evidence, normalize_features, pool_by_group, pool_heatmaps,
-                              recurring_evidence, recurring_scores, region_relevance, relevance_shares,
-                              sample_artifact_scores, umap_map)
+                              recurring_evidence, recurring_scores, region_evidence, region_relevance,
+                              relevance_shares, sample_artifact_scores, umap_map)
     from unhans.storage import Markers, write_class_means, write_part
     from unhans.storage.class_embeddings import write_class_embedding
 
@@ -186,6 +190,10 @@ def analyze_class(job_key: str, class_id: int, idx: np.ndarray, keys: list[str],
                                    other_images=np.asarray(loaded.images[others_ref], dtype=np.float32),
                                    other_mean_share=other_mean, pixel_std=job.pixel_std, window=job.window,
                                    mislabel_flags=mislabel_flags)
+    regions = region_evidence(shares, analysis.by_resolution, int(class_id), other_mean_share=other_mean,
+                              mislabel_flags=mislabel_flags, count=REGION_ALTERNATIVES)
+    region_scores = [score for _, score in regions] + [np.zeros(len(idx))] * (REGION_ALTERNATIVES - len(regions))
+    region = regions[0][0] if regions else None
     means = {str(c): heatmaps[analysis.clusters == c].mean(0) for c in range(analysis.n_clusters)}
     pixel_score = np.zeros(len(idx))
     if fixed is not None:
@@ -197,7 +205,9 @@ def analyze_class(job_key: str, class_id: int, idx: np.ndarray, keys: list[str],
     if evidence is not None:
         candidate_col[evidence.carriers] = True
         means["candidate"] = heatmaps[evidence.members].mean(0)
-    for found in (fixed, recurring):
+    for i, (found, _) in enumerate(regions):
+        means["region" if i == 0 else f"region{i}"] = heatmaps[found.members].mean(0)
+    for found in (fixed, recurring, *[found for found, _ in regions]):
         if found is not None:
             found.members = idx[found.members].tolist()  # class positions → sample ids
             found.carriers = idx[found.carriers].tolist()
@@ -211,6 +221,8 @@ def analyze_class(job_key: str, class_id: int, idx: np.ndarray, keys: list[str],
         "cluster_sizes": np.bincount(analysis.clusters).tolist(),
         "candidate": evidence.to_dict(with_members=True) if evidence is not None else None,
         "pixel_candidate": fixed.to_dict(with_members=True) if fixed is not None else None,
+        "region_candidate": region.to_dict(with_members=True) if region is not None else None,
+        "region_alternatives": [found.to_dict(with_members=True) for found, _ in regions[1:]],
         "region_share": {str(c): v["share"].tolist() for c, v in pooled.items()},
     }
     write_part(run, STAGE, int(class_id), pa.table({
@@ -221,6 +233,8 @@ def analyze_class(job_key: str, class_id: int, idx: np.ndarray, keys: list[str],
         "candidate_member": pa.array(candidate_col),
         "artifact_score": pa.array(artifact_score, pa.float32()),
         "pixel_artifact_score": pa.array(pixel_score, pa.float32()),
+        **{f"region_artifact_score{i or ''}": pa.array(region_scores[i], pa.float32())
+           for i in range(REGION_ALTERNATIVES)},
         "umap_x": pa.array(umap_xy[:, 0], pa.float32()),
         "umap_y": pa.array(umap_xy[:, 1], pa.float32()),
     }))
@@ -256,11 +270,14 @@ def find_carriers(job_key: str, start: int, stop: int, target: np.ndarray,
 
 
 def confirm(job_key: str, candidate: dict, target: np.ndarray) -> dict:
-    """Counterfactual confirmation of one candidate (:func:`unhans.spray.confirm_candidate`, or for a
-    recurring pattern :func:`unhans.spray.confirm_recurring`)."""
-    from unhans.spray import ClusterEvidence, confirm_candidate, confirm_recurring
+    """Counterfactual confirmation of one candidate (:func:`unhans.spray.confirm_candidate`; for a
+    recurring pattern :func:`unhans.spray.confirm_recurring`, for a region :func:`unhans.spray.confirm_region`)."""
+    from unhans.spray import ClusterEvidence, confirm_candidate, confirm_recurring, confirm_region
 
     loaded = _loaded(job_key)
+    if candidate.get("placement") == "region":
+        return confirm_region(loaded.predict_proba(), loaded.images, target, ClusterEvidence.from_dict(candidate),
+                              seed=loaded.job.spray.seed).to_dict()
     if candidate.get("placement") == "recurring":
         return confirm_recurring(loaded.predict_proba(), loaded.images, target, ClusterEvidence.from_dict(candidate),
                                  pixel_std=loaded.job.pixel_std, seed=loaded.job.spray.seed).to_dict()
