@@ -20,7 +20,8 @@ Prints wall time per stage, peak RSS per process, report size (and how long head
 takes to open it, when ``chromium`` is installed) and the planted classes' ranks; ends with:
 RESULT n=<N> classes=<K> wall_s=<audit wall> spray_speedup_2w=<t1/t2> client_peak_gb=<x>
 worker_peak_gb=<x> report_mb=<x> report_open_s=<x> planted_found=<planted classes ranked in the
-top m>/<m> spray_s_per_sample=<2-worker spray seconds / N>
+top m>/<m> planted_flagged=<planted classes flagged>/<m> false_flags=<other classes flagged>
+tags_learned=<planted tags the model uses>/<m> spray_s_per_sample=<2-worker spray seconds / N>
 """
 from __future__ import annotations
 
@@ -289,13 +290,16 @@ def main() -> None:
         m = len(truth["planted"])
         ranks = {k: ranking.index(k) + 1 if k in ranking else None for k in truth["planted"]}
         found = sum(r is not None and r <= m for r in ranks.values())
+        flagged = {f["class_id"] for f in summary["clever_hans"]["flagged_clusters"]}
+        planted_flagged = len(flagged & set(truth["planted"]))
+        false_flags = len(flagged - set(truth["planted"]))
         print(f"audit: {wall:.0f}s wall; stages {', '.join(f'{k} {v:.0f}s' for k, v in stages.items())}; spray phases "
               f"{_spray_seconds(run)[1]}", flush=True)
         print(f"peak RSS: client {max(peaks.get('client', [0])):.2f} GB, workers "
               f"{', '.join(f'{p:.2f}' for p in sorted(peaks.get('worker', []), reverse=True))} GB", flush=True)
         print(f"report: {report_mb:.2f} MB, "
               + ("no Chromium installed to open it" if open_s is None else f"opens in headless Chromium in {open_s:.1f}s")
-              + f"; planted classes' ranks {ranks}", flush=True)
+              + f"; planted classes' ranks {ranks}; flagged {sorted(flagged)}", flush=True)
         spray_2w = stages["spray"]
         speedup = float("nan")
         if not args.skip_speedup:
@@ -313,7 +317,8 @@ def main() -> None:
         print(f"RESULT n={n} classes={args.classes} wall_s={wall:.0f} spray_speedup_2w={speedup:.2f} "
               f"client_peak_gb={max(peaks.get('client', [0])):.2f} worker_peak_gb={worker_peak:.2f} "
               f"report_mb={report_mb:.2f} report_open_s={'n/a' if open_s is None else f'{open_s:.1f}'} "
-              f"planted_found={found}/{m} tags_learned={learned}/{m} spray_s_per_sample={spray_2w / n * 1e3:.3f}e-3")
+              f"planted_found={found}/{m} planted_flagged={planted_flagged}/{m} false_flags={false_flags} "
+              f"tags_learned={learned}/{m} spray_s_per_sample={spray_2w / n * 1e3:.3f}e-3")
 
 
 if __name__ == "__main__":

@@ -359,8 +359,10 @@ def prepare(kind: str, seed: int, folder: Path, families: list[str] | None, cont
 
 
 def one_draw(kind: str, seed: int, work: Path, families: list[str] | None, rescore: bool,
-             content: str = "random", confirm_all: bool = False) -> dict:
+             content: str = "random", confirm_all: bool = False, resume: bool = False) -> dict:
     folder = work / f"{kind}-{seed:06d}"
+    if resume and not rescore and (folder / "record.json").is_file():  # finished by an earlier, interrupted run
+        return json.loads((folder / "record.json").read_text())
     saved = folder / "prepared.json"
     if rescore and saved.is_file() and (folder / "run" / "markers" / "explain.done").is_file():
         record = json.loads(saved.read_text())
@@ -459,21 +461,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--content", choices=["random", "keep", "swap"], default="random",
                         help="tagged samples keep their content, or show another class's (poisoning: the artifact is "
                              "their only evidence, so the model must use it); random (default): each draw picks")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the draws an earlier run in --work finished (their record.json); run the rest")
     parser.add_argument("--confirm-all", action="store_true",
                         help="check every class's candidates by counterfactual (spray.confirm: all; for calibration)")
     args = parser.parse_args(argv)
-    if args.rescore and not args.work:
-        parser.error("--rescore needs --work DIR (the directory of an earlier run)")
+    if (args.rescore or args.resume) and not args.work:
+        parser.error("--rescore and --resume need --work DIR (the directory of an earlier run)")
     families = args.only_families.split(",") if args.only_families else None
     known = {name for table in FAMILIES.values() for name in table}
     if families and not set(families) <= known:
         parser.error(f"--only-families: unknown {sorted(set(families) - known)}; known: {sorted(known)}")
 
-    jobs = []
+    lists = []
     for kind, count in (("image", args.image_draws), ("series", args.series_draws)):
         if families is None or set(families) & set(FAMILIES[kind]):
-            jobs += [(kind, args.seed + i) for i in range(count)]
-    jobs += [("clean-image" if i % 2 == 0 else "clean-series", args.seed + i) for i in range(args.clean)]
+            lists.append([(kind, args.seed + i) for i in range(count)])
+    lists.append([("clean-image" if i % 2 == 0 else "clean-series", args.seed + i) for i in range(args.clean)])
+    # interleaved in proportion (2 image draws, 1 series draw, 1 clean run, ...): an interrupted run is a sample of all
+    longest = max(len(jobs) for jobs in lists)
+    jobs = [job for _, job in sorted((i * longest / len(jobs_), job) for jobs_ in lists for i, job in enumerate(jobs_))]
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
@@ -484,7 +491,7 @@ def main(argv: list[str] | None = None) -> None:
               f"* = not used by the model (rise < {USE_RISE})", flush=True)
         with ThreadPoolExecutor(max(1, args.jobs)) as pool:
             for record in pool.map(lambda job: one_draw(*job, work, families, args.rescore, args.content,
-                                                              args.confirm_all), jobs):
+                                                              args.confirm_all, args.resume), jobs):
                 records.append(record)
                 with open(work / "records.jsonl", "a") as f:
                     f.write(json.dumps(record) + "\n")

@@ -49,6 +49,22 @@ def _paste(recipients: np.ndarray, donors: np.ndarray, window: tuple[int, int, i
     return out
 
 
+def _recipients(rng: np.random.Generator, images, classes: np.ndarray, class_id: int,
+                members: np.ndarray, recipients: int) -> tuple[np.ndarray | None, np.ndarray]:
+    """(up to ``recipients`` inputs of other classes drawn at random (n, C, H, W), or None when there is no
+    group or no other class; the class-mates outside the group, the control's donors)."""
+    others = np.flatnonzero((classes != class_id) & (classes >= 0))
+    mates = np.setdiff1d(np.flatnonzero(classes == class_id), members)
+    if len(members) == 0 or len(others) == 0:
+        return None, mates
+    chosen = np.sort(rng.choice(others, size=min(recipients, len(others)), replace=False))
+    return np.asarray(images[chosen], dtype=np.float32), mates
+
+
+def _unchecked(class_id: int) -> Confirmation:
+    return Confirmation(int(class_id), 0.0, 0.0, 0.0, 0.0, 0.0, 0, False)
+
+
 def constant_mask(patches: np.ndarray, pixel_std: float, spread: float = 0.05) -> np.ndarray:
     """Pixels (C, h, w) whose median absolute deviation over the group is below ``spread`` σ_x."""
     median = np.median(patches, axis=0)
@@ -69,13 +85,10 @@ def confirm_candidate(
     """
     rng = np.random.default_rng(seed)
     members = np.asarray(members, dtype=np.int64)
-    others = np.flatnonzero((classes != class_id) & (classes >= 0))
-    mates = np.setdiff1d(np.flatnonzero(classes == class_id), members)
-    if len(members) == 0 or len(others) == 0:
-        return Confirmation(class_id, 0.0, 0.0, 0.0, 0.0, 0.0, 0, False)
-    chosen = np.sort(rng.choice(others, size=min(recipients, len(others)), replace=False))
-    base = np.asarray(images[chosen], dtype=np.float32)
-    donors = np.asarray(images[np.sort(rng.choice(members, size=len(chosen)))], dtype=np.float32)
+    base, mates = _recipients(rng, images, classes, class_id, members, recipients)
+    if base is None:
+        return _unchecked(class_id)
+    donors = np.asarray(images[np.sort(rng.choice(members, size=len(base)))], dtype=np.float32)
     rng.shuffle(donors)
     r0, c0, r1, c1 = window
     group = np.asarray(images[np.sort(members)], dtype=np.float32)[..., r0:r1, c0:c1]
@@ -83,7 +96,7 @@ def confirm_candidate(
     if not mask.any():
         mask[:] = True
     if len(mates):
-        control_donors = np.asarray(images[np.sort(rng.choice(mates, size=len(chosen)))], dtype=np.float32)
+        control_donors = np.asarray(images[np.sort(rng.choice(mates, size=len(base)))], dtype=np.float32)
         rng.shuffle(control_donors)
         control = predict_proba(_paste(base, control_donors, window, mask))
     else:  # the group is the whole class: compare against the untouched recipients
@@ -126,12 +139,11 @@ def confirm_recurring(
     f = max(1, int(evidence.search_factor))
     mask = np.repeat(np.repeat(np.asarray(evidence.pattern_weights) > 0, f, axis=-2), f, axis=-1)
     members = np.asarray(evidence.members, dtype=np.int64)
-    others = np.flatnonzero((classes != class_id) & (classes >= 0))
-    mates = np.setdiff1d(np.flatnonzero(classes == class_id), members)
-    if len(members) == 0 or len(others) == 0 or not mask.any():
-        return Confirmation(class_id, 0.0, 0.0, 0.0, 0.0, 0.0, 0, False)
-    chosen = np.sort(rng.choice(others, size=min(recipients, len(others)), replace=False))
-    base = np.asarray(images[chosen], dtype=np.float32)
+    if not mask.any():
+        return _unchecked(class_id)
+    base, mates = _recipients(rng, images, classes, class_id, members, recipients)
+    if base is None:
+        return _unchecked(class_id)
     height, width = base.shape[-2:]
     h, w = min(mask.shape[0], height), min(mask.shape[1], width)
     mask = mask[:h, :w]
@@ -140,12 +152,12 @@ def confirm_recurring(
     where = np.asarray(evidence.positions, dtype=np.int64).reshape(-1, 2)
     if len(where) != len(members):
         return Confirmation(class_id, 0.0, 0.0, 0.0, 0.0, 0.0, 0, False)
-    drawn = np.sort(rng.integers(0, len(members), size=len(chosen)))
+    drawn = np.sort(rng.integers(0, len(members), size=len(base)))
     member_images = np.asarray(images[members[drawn]], dtype=np.float32)
     tops = np.clip(where[drawn, 0], 0, height - h)
     lefts = np.clip(where[drawn, 1], 0, width - w)
     treated, control = base.copy(), base.copy()
-    donors = (np.asarray(images[np.sort(rng.choice(mates, size=len(chosen)))], dtype=np.float32)
+    donors = (np.asarray(images[np.sort(rng.choice(mates, size=len(base)))], dtype=np.float32)
               if len(mates) else None)
     for j, (top, left) in enumerate(zip(tops, lefts)):
         region = treated[j, :, top:top + h, left:left + w]
@@ -172,21 +184,18 @@ def confirm_region(
     rng = np.random.default_rng(seed)
     class_id = evidence.class_id
     members = np.asarray(evidence.members, dtype=np.int64)
-    others = np.flatnonzero((classes != class_id) & (classes >= 0))
-    mates = np.setdiff1d(np.flatnonzero(classes == class_id), members)
-    if len(members) == 0 or len(others) == 0:
-        return Confirmation(class_id, 0.0, 0.0, 0.0, 0.0, 0.0, 0, False)
-    chosen = np.sort(rng.choice(others, size=min(recipients, len(others)), replace=False))
-    base = np.asarray(images[chosen], dtype=np.float32)
+    base, mates = _recipients(rng, images, classes, class_id, members, recipients)
+    if base is None:
+        return _unchecked(class_id)
     mask = region_pixels(evidence, *base.shape[-2:])
     if not mask.any():
-        return Confirmation(class_id, 0.0, 0.0, 0.0, 0.0, 0.0, 0, False)
+        return _unchecked(class_id)
     window = (0, 0) + tuple(base.shape[-2:])
-    donors = np.asarray(images[np.sort(rng.choice(members, size=len(chosen)))], dtype=np.float32)
+    donors = np.asarray(images[np.sort(rng.choice(members, size=len(base)))], dtype=np.float32)
     rng.shuffle(donors)
     treated = predict_proba(_paste(base, donors, window, mask))
     if len(mates):
-        control_donors = np.asarray(images[np.sort(rng.choice(mates, size=len(chosen)))], dtype=np.float32)
+        control_donors = np.asarray(images[np.sort(rng.choice(mates, size=len(base)))], dtype=np.float32)
         rng.shuffle(control_donors)
         control = predict_proba(_paste(base, control_donors, window, mask))
     else:

@@ -46,6 +46,7 @@ from __future__ import annotations
 import numpy as np
 
 from .clever_hans import DELTA, SIZE_FRACTION, ClusterEvidence, _largest_log_gap
+from .recurring_patterns import downsample
 
 RATIO = 2.0   # a region pixel draws at least this multiple of the class-mates' and the other classes' share
 GRID = 64     # maps are block-summed to at most this many pixels a side
@@ -58,12 +59,7 @@ def block_factor(height: int, width: int) -> int:
 
 def block_sums(maps: np.ndarray, factor: int) -> np.ndarray:
     """(..., H, W) → (..., ceil(H/f), ceil(W/f)) block sums (zero padding at the far edges)."""
-    if factor == 1:
-        return maps
-    h, w = maps.shape[-2:]
-    padded = np.pad(maps, [(0, 0)] * (maps.ndim - 2) + [(0, -h % factor), (0, -w % factor)])
-    shape = padded.shape[:-2] + (padded.shape[-2] // factor, factor, padded.shape[-1] // factor, factor)
-    return padded.reshape(shape).sum(axis=(-3, -1))
+    return maps if factor == 1 else downsample(maps, factor) * factor ** 2
 
 
 def region_mask(group_mean: np.ndarray, rest_mean: np.ndarray, other_mean: np.ndarray) -> np.ndarray:
