@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from unhans.spray import decide, plan_checks, ranking
-from unhans.spray.verdict import (CHECK_ALL_CLASSES, CHECK_TOP, EFFECT_FLAG_Z, FLAG_Z, LOG_SPREAD_FLOOR,
+from unhans.spray.verdict import (CHECK_ALL_CLASSES, CHECK_TOP, EFFECT_FLAG_Z, FLAG_Z, LOG_SPREAD_FLOOR, MIN_REFERENCE,
                                   outlier_scores)
 
 
@@ -46,15 +46,16 @@ def test_few_classes_are_all_checked():
 
 
 def test_an_effect_far_above_the_other_classes_flags_a_class_whose_score_does_not_stand_out():
-    scores = {"pattern": {}, "region": {c: 2.5 + 0.1 * (c % 3) for c in range(8)}}
-    confirmations = {("region", c): _confirmation(True, 0.08) for c in range(8)}   # sub-styles move the model a little
+    scores = {"pattern": {}, "region": {c: 2.5 + 0.1 * (c % 3) for c in range(10)}}
+    confirmations = {("region", c): _confirmation(True, 0.08) for c in range(10)}  # sub-styles move the model a little
     confirmations[("region", 5)] = _confirmation(True, 0.6)
     verdicts = decide(scores, confirmations)
     assert verdicts[5].flagged and verdicts[5].effect_outlier >= EFFECT_FLAG_Z and "effect stands out" in verdicts[5].reason
     assert not any(v.flagged for c, v in verdicts.items() if c != 5)
     assert ranking(verdicts)[0] == 5
     # with too few other classes checked there is no reference, and no effect z
-    few = {("region", c): confirmations[("region", c)] for c in (3, 4, 5)}
+    few = {("region", c): confirmations[("region", c)] for c in range(1, 1 + MIN_REFERENCE)}
+    assert ("region", 5) in few
     assert not decide(scores, few)[5].flagged
 
 
