@@ -27,10 +27,13 @@ dataset and ordinary on another. So no score threshold decides. Instead, per det
    (a 7 with a crossbar, a series' class feature at another time step) raises p(class) a little when
    pasted, as every class's sub-styles do; a shortcut the model learned raises it far more than the
    other classes' groups do;
-4. **flag** a class when the outlier test and the counterfactual agree: one of its candidates is
-   *confirmed* (interval above :data:`.counterfactual.MIN_EFFECT`) and its score's z reaches
-   :data:`FLAG_Z` or its effect's z reaches :data:`EFFECT_FLAG_Z`. A confirmed group is flagged
-   whatever fraction of it looks mislabeled (a backdoor's members look mislabeled by construction).
+4. **flag** a class when the outlier test and the counterfactual agree: its score's z reaches
+   :data:`FLAG_Z` and pasting its candidate raises p(class) (the interval's lower end above 0), or
+   its candidate is *confirmed* (interval above :data:`.counterfactual.MIN_EFFECT`) and its effect's z
+   reaches :data:`EFFECT_FLAG_Z`. A group is flagged whatever fraction of it looks mislabeled (a
+   backdoor's members look mislabeled by construction). A score that stands out asks only for a
+   significant rise: a tag the model uses a little (a user's CNN on the digits, the tag on 50% of
+   class 3) scored z 7.8 with an interval of +0.016 to +0.034.
 
 Calibration (``benchmarks/random_artifacts.py --confirm-all --seed 1000``: 16 image draws, 8 series
 draws, 8 clean runs, every class's candidates checked): among the 336 candidates of the clean
@@ -57,7 +60,7 @@ LOG_SPREAD_FLOOR = 0.5  # σ₀: the smallest spread of log-scores the z-score d
 CHECK_TOP = 3           # the best classes of every detector are checked by counterfactual whatever their z
 CHECK_Z = 2.0           # and every class at or above this z
 CHECK_ALL_CLASSES = 32  # with at most this many classes, every class's candidates are checked
-FLAG_Z = 3.0            # a confirmed candidate flags its class when its score's z reaches this
+FLAG_Z = 4.0            # a candidate that raises p(class) flags its class when its score's z reaches this
 EFFECT_SPREAD_FLOOR = 0.05  # the smallest spread of effects (probability) the effect z divides by
 EFFECT_FLAG_Z = 6.0     # ... or when its effect's z reaches this
 MIN_REFERENCE = 8       # other checked classes needed for an effect z (a median and MAD of fewer are no reference)
@@ -147,8 +150,9 @@ def decide(scores: dict[str, dict[int, float]], confirmations: dict[tuple[str, i
                 continue
             conf = confirmations.get((d, c))
             confirmed = bool(conf and conf["confirmed"])
+            rises = bool(conf and conf["ci_low"] > 0)
             ze = z_effect[d].get(c, 0.0)
-            flagged = confirmed and (z[d][c] >= flag_z or ze >= EFFECT_FLAG_Z)
+            flagged = (rises and z[d][c] >= flag_z) or (confirmed and ze >= EFFECT_FLAG_Z)
             # the verdict speaks of the flagging candidate, else a confirmed one, else the most outlying one
             options.append(((flagged, confirmed, max(z[d][c], ze * flag_z / EFFECT_FLAG_Z)), d, s, conf, z[d][c], ze))
         if not options:
@@ -168,7 +172,7 @@ def _reason(v: ClassVerdict, flag_z: float) -> str:
     if v.flagged:
         why = (f"its score stands out among classes (z {v.outlier:.1f} ≥ {flag_z:.1f})" if v.outlier >= flag_z else
                f"its effect stands out among the checked classes' (z {v.effect_outlier:.1f} ≥ {EFFECT_FLAG_Z:.1f})")
-        return (f"flagged: the {v.detector} candidate is confirmed, pasting it raises p(class) by {v.effect:+.3f} "
+        return (f"flagged: pasting the {v.detector} candidate raises p(class) by {v.effect:+.3f} "
                 f"(95% CI {v.ci_low:+.3f} to {v.ci_high:+.3f}), and {why}")
     if not v.checked:
         return f"not checked: neither among the best classes nor an outlier (z {v.outlier:.1f})"

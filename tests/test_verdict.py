@@ -70,8 +70,10 @@ def test_a_class_is_flagged_only_when_outlier_and_counterfactual_agree():
     assert not verdicts[5].flagged and "sub-style" in verdicts[5].reason
     assert not verdicts[1].flagged and "does not raise" in verdicts[1].reason
     assert not verdicts[7].checked and "not checked" in verdicts[7].reason
-    # without the counterfactual, the same outlier is not flagged
+    # without the counterfactual, the same outlier is not flagged; with a rise below the confirmation bar it is
     assert not decide(scores, {})[0].flagged
+    weak = {("pattern", 0): {"confirmed": False, "effect": 0.025, "ci_low": 0.016, "ci_high": 0.034}}
+    assert decide(scores, weak)[0].flagged
     assert ranking(verdicts)[0] == 0
 
 

@@ -16,5 +16,6 @@ def test_the_embedded_audit_on_a_small_vit_finds_the_tagged_class(tmp_path):
     ev = summary["evaluation"]
     assert ev["artifact_class_rank"] == 1
     assert ev["artifact_precision"] >= 0.9 and ev["artifact_recall"] >= 0.9
-    confirmed = [c["class_id"] for c in summary["clever_hans"]["confirmations"] if c["confirmed"]]
-    assert confirmed == [3]
+    # other classes' sub-styles may move the model too (confirmations), but only the tagged class is flagged
+    flagged = summary["clever_hans"]["flagged_clusters"]
+    assert [f["class_id"] for f in flagged] == [3] and flagged[0]["confirmation"]["confirmed"]
