@@ -10,6 +10,7 @@ from html import escape
 
 import numpy as np
 
+from ..stages.spray_tasks import region_name
 from .markup import e, thumb
 from .pictures import heatmap_uri, image_uri, overlay_uri
 
@@ -39,7 +40,7 @@ def region_section(data, cand: dict, picture, confirmation: str) -> str:
     if series:
         out.append(_series_members(data, order[:SERIES_SHOWN], mask, picture))
         return "".join(out)
-    mean_key = f"{cand['class_id']}_region"
+    mean_key = f"{cand['class_id']}_{region_name(cand.get('alternative', 0))}"  # the alternative the check chose
     out.append("<div class='thumbs'>" + thumb(image_uri(mask.astype(np.float32)), "the region (white)", width=128))
     if mean_key in data.means:
         out.append(thumb(heatmap_uri(data.means[mean_key]), "mean heatmap of the group", width=128))

@@ -7,6 +7,7 @@ import numpy as np
 
 from .context import AuditContext
 from .flag_concepts import latent_concepts
+from .spray_tasks import region_score_column
 
 STAGE = "flags"
 SUMMARY_SCHEMA_VERSION = 2
@@ -29,11 +30,10 @@ def run(ctx: AuditContext) -> None:
     classes = spray_info["classes"]
     verdicts = {c["class_id"]: ClassVerdict(**c["verdict"]) for c in classes}
     chosen = {c["class_id"]: c["candidate"] for c in classes if c["candidate"] is not None}
-    flagged = sorted((ClusterEvidence.from_dict(chosen[k]) for k, v in verdicts.items() if v.flagged),
-                     key=lambda e: -verdicts[e.class_id].outlier)
+    ranked = ranking(verdicts)
+    flagged = [ClusterEvidence.from_dict(chosen[k]) for k in ranked if verdicts[k].flagged]  # in ranking order
     for e in flagged:
         e.flagged = True
-    ranked = ranking(verdicts)
     samples = read_table(layout.root, "samples", columns=["sample_id", "status"]).sort_by("sample_id")
     status = samples.column("status").to_numpy(zero_copy_only=False)
     spray_table = read_table(layout.root, "spray").sort_by("sample_id")
@@ -41,8 +41,8 @@ def run(ctx: AuditContext) -> None:
     artifact_score = spray_table.column("artifact_score").to_numpy().astype(np.float64)
     for k, candidate in chosen.items():  # each class's per-sample scores against the candidate its verdict speaks of
         if candidate.get("placement") == "region":
-            column = f"region_artifact_score{candidate.get('alternative') or ''}"
-            artifact_score[class_of == k] = spray_table.column(column).to_numpy()[class_of == k]
+            column = spray_table.column(region_score_column(candidate.get("alternative", 0)))
+            artifact_score[class_of == k] = column.to_numpy()[class_of == k]
     dynamics = read_table(layout.root, "dynamics").sort_by("sample_id")
     mislabel_score = dynamics.column("mislabel_score").to_numpy(zero_copy_only=False).astype(np.float64)
     mislabel_suspect = dynamics.column("mislabel_suspect").to_numpy(zero_copy_only=False).astype(bool)

@@ -13,7 +13,7 @@ The client only plans and gathers small summaries (:mod:`.spray_tasks` does the 
    summary; a rerun skips classes with a marker (their summary is in the marker);
 3. the verdict (:mod:`unhans.spray.verdict`): each detector's best classes and its outlier classes
    get a counterfactual check, one task each; a class is flagged when its candidate is an outlier
-   among classes and the check confirms it. Each class's summary gets its ``verdict``, and its
+   among classes (its score, or the effect of its check) and the check says its paste raises p(class). Each class's summary gets its ``verdict``, and its
    ``candidate`` becomes the one the verdict speaks of (the pixel-pattern one or the region one);
 4. shard tasks find other classes' samples that carry the pattern of a flagged pixel-pattern
    candidate: those samples become artifact suspects too. Searching every class's candidate would
@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from .context import AuditContext
-from .spray_tasks import REGION_ALTERNATIVES, STAGE, UNASSIGNED_PART, SprayJob, SprayPlugin, plugin_name
+from .spray_tasks import REGION_ALTERNATIVES, STAGE, UNASSIGNED_PART, SprayJob, SprayPlugin, plugin_name, region_score_column
 from .spray_tasks import analyze_class, confirm, find_carriers, regroup
 
 PART_BYTES = 128 << 20  # class-grouped maps per regroup task (float32 H x W per sample)
@@ -240,6 +240,6 @@ def _write_unassigned(ctx: AuditContext, plan: _Plan) -> None:
         "class_id": pa.array(np.full(n, -1), pa.int64()), "cluster": pa.array(np.full(n, -1), pa.int64()),
         "candidate_member": pa.array(np.zeros(n, bool)), "artifact_score": pa.array(np.zeros(n), pa.float32()),
         "pixel_artifact_score": pa.array(np.zeros(n), pa.float32()),
-        **{f"region_artifact_score{i or ''}": pa.array(np.zeros(n), pa.float32()) for i in range(REGION_ALTERNATIVES)},
+        **{region_score_column(i): pa.array(np.zeros(n), pa.float32()) for i in range(REGION_ALTERNATIVES)},
         "umap_x": pa.array(np.full(n, np.nan), pa.float32()), "umap_y": pa.array(np.full(n, np.nan), pa.float32()),
     }))

@@ -21,6 +21,16 @@ UNASSIGNED_PART = 99_999_999  # the spray table's part for samples with no class
 REGION_ALTERNATIVES = 2  # region candidates per class (columns region_artifact_score, region_artifact_score1)
 
 
+def region_name(alternative: int) -> str:
+    """The cluster-means key of a class's region candidate ``alternative`` (0 = best score): "region", "region1"."""
+    return f"region{alternative or ''}"
+
+
+def region_score_column(alternative: int) -> str:
+    """The spray table column of its per-sample scores: "region_artifact_score", "region_artifact_score1"."""
+    return f"region_artifact_score{alternative or ''}"
+
+
 @dataclass(frozen=True)
 class SprayJob:
     """What every spray task needs besides its own arguments (picklable, small)."""
@@ -206,7 +216,7 @@ def analyze_class(job_key: str, class_id: int, idx: np.ndarray, keys: list[str],
         candidate_col[evidence.carriers] = True
         means["candidate"] = heatmaps[evidence.members].mean(0)
     for i, (found, _) in enumerate(regions):
-        means["region" if i == 0 else f"region{i}"] = heatmaps[found.members].mean(0)
+        means[region_name(i)] = heatmaps[found.members].mean(0)
     for found in (fixed, recurring, *[found for found, _ in regions]):
         if found is not None:
             found.members = idx[found.members].tolist()  # class positions → sample ids
@@ -233,7 +243,7 @@ def analyze_class(job_key: str, class_id: int, idx: np.ndarray, keys: list[str],
         "candidate_member": pa.array(candidate_col),
         "artifact_score": pa.array(artifact_score, pa.float32()),
         "pixel_artifact_score": pa.array(pixel_score, pa.float32()),
-        **{f"region_artifact_score{i or ''}": pa.array(region_scores[i], pa.float32())
+        **{region_score_column(i): pa.array(region_scores[i], pa.float32())
            for i in range(REGION_ALTERNATIVES)},
         "umap_x": pa.array(umap_xy[:, 0], pa.float32()),
         "umap_y": pa.array(umap_xy[:, 1], pa.float32()),
