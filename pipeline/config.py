@@ -115,6 +115,9 @@ class SprayConfig:
     # counterfactual checks: "auto" = each detector's best classes and its outliers (unhans.spray.verdict);
     # "all" = every class's candidates (calibration; costs two model passes over 200 inputs per candidate)
     confirm: Literal["auto", "all"] = "auto"
+    # the recurring-pattern search (seconds per class) runs on this many classes, those whose relevance is
+    # most concentrated (unhans.spray.recurring_screen); every class when there are no more; 0 = every class
+    recurring_classes: int = 32
 
 
 @dataclass

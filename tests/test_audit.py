@@ -82,6 +82,24 @@ def test_default_config_finds_the_tag_and_the_flipped_labels(audit):
     assert ev["mislabel_auroc"] >= 0.98
 
 
+def test_the_recurring_search_runs_where_the_screen_points_and_the_tag_is_still_flagged(audit, tmp_path):
+    """With ``spray.recurring_classes: 2`` of the 10 classes, the search runs on 2, the tag's class among them
+    (the default runs it on every class: there are no more than 32); the explanations come from the
+    fixture's run (``reuse``), so only the later stages run again."""
+    from unhans.pipeline.config import from_dict, to_dict
+
+    out, summary = audit
+    default = json.loads((out / "spray.json").read_text())["classes"]
+    assert all(c["recurring_searched"] for c in default)
+    config = to_dict(AuditConfig())
+    config["spray"]["recurring_classes"] = 2
+    screened = run_audit(from_dict(config), tmp_path / "screened", quiet=True, reuse=out)
+    classes = json.loads((tmp_path / "screened" / "spray.json").read_text())["classes"]
+    searched = [c["class_id"] for c in classes if c["recurring_searched"]]
+    assert len(searched) == 2 and 3 in searched
+    assert screened["clever_hans"]["flagged_clusters"][0]["class_id"] == 3
+
+
 def test_the_flagged_tag_has_a_distinct_concept_in_the_latent_profile_of_the_middle_convolution(audit):
     out, summary = audit
     latent = pq.read_table(out / "tables" / "outputs", columns=["latent"]).column("latent")

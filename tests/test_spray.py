@@ -208,3 +208,17 @@ def test_pooling_a_plane_that_is_not_a_multiple_of_the_grid_keeps_every_bit_of_r
     np.testing.assert_allclose(pooled[:, :, 0], maps[:, :, :7].sum(2), rtol=1e-5)  # 50 = 2 cells of 7 + 6 of 6
     square = np.abs(maps[:, :, :48].repeat(8, axis=1)[:, :48])
     np.testing.assert_allclose(pool_heatmaps(square, 8), square.reshape(3, 8, 6, 8, 6).sum((2, 4)), rtol=1e-5)
+
+
+def test_the_stability_index_is_scikit_learns_adjusted_rand_score_to_the_bit():
+    from sklearn.metrics import adjusted_rand_score
+
+    from unhans.spray.clustering import adjusted_rand
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(1, 200))
+        a, b = rng.integers(0, rng.integers(1, 9), n), rng.integers(0, rng.integers(1, 9), n)
+        if rng.random() < 0.3:
+            b = a[rng.permutation(n)] if rng.random() < 0.5 else a.copy()
+        assert adjusted_rand(a, b) == adjusted_rand_score(a, b)

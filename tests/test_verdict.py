@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from unhans.spray import decide, plan_checks, ranking
-from unhans.spray.verdict import (CHECK_ALL_CLASSES, CHECK_TOP, EFFECT_FLAG_Z, FLAG_Z, LOG_SPREAD_FLOOR, MIN_REFERENCE,
+from unhans.spray.verdict import (REFERENCE_CHECKS, CHECK_ALL_CLASSES, CHECK_TOP, EFFECT_FLAG_Z, FLAG_Z, LOG_SPREAD_FLOOR, MIN_REFERENCE,
                                   outlier_scores)
 
 
@@ -35,7 +35,9 @@ def test_checks_cover_each_detectors_best_classes_and_its_outliers():
     planned = plan_checks({"pattern": pattern, "region": region})
     assert ("region", 2) in planned and planned[0] == ("region", 2)   # the outlier first
     assert {("pattern", c) for c in range(classes - 3, classes)} <= set(planned)
-    assert sum(1 for d, _ in planned if d == "pattern") == CHECK_TOP
+    # the top 3 and the reference classes evenly spaced over the ranking (best first: class 39 is rank 0)
+    spaced = set(np.linspace(0, classes - 1, REFERENCE_CHECKS).round().astype(int).tolist())
+    assert {c for d, c in planned if d == "pattern"} == {classes - 1 - i for i in set(range(CHECK_TOP)) | spaced}
     everything = plan_checks({"pattern": pattern, "region": region}, check_all=True)
     assert len(everything) == 2 * classes
 
@@ -57,6 +59,25 @@ def test_an_effect_far_above_the_other_classes_flags_a_class_whose_score_does_no
     few = {("region", c): confirmations[("region", c)] for c in range(1, 1 + MIN_REFERENCE)}
     assert ("region", 5) in few
     assert not decide(scores, few)[5].flagged
+
+
+def test_with_many_classes_the_effects_reference_is_spread_over_the_ranking_not_the_suspects():
+    """At 1 000 classes the best classes and the outliers are mostly suspects: five planted tags with large
+    effects and a sixth whose score barely stands out (z about 2.4 on audit_scale) but whose paste moves the
+    model as much. Against the checked suspects alone its effect z was 0; against classes spread over the
+    ranking (which move the model little) it stands out."""
+    rng = np.random.default_rng(0)
+    pattern = {c: float(rng.uniform(0.01, 0.05)) for c in range(1000)}
+    for c in range(5):
+        pattern[c] = 5.0
+    pattern[5] = 0.2
+    planned = plan_checks({"pattern": pattern, "region": {}})
+    assert ("pattern", 5) in planned and len(planned) <= CHECK_TOP + REFERENCE_CHECKS + 6
+    confirmations = {key: _confirmation(True, 0.6 if key[1] < 6 else float(rng.uniform(-0.02, 0.03)))
+                     for key in planned}
+    verdicts = decide({"pattern": pattern, "region": {}}, confirmations)
+    assert {c for c, v in verdicts.items() if v.flagged} == set(range(6))
+    assert verdicts[5].effect_outlier >= EFFECT_FLAG_Z and verdicts[5].outlier < FLAG_Z
 
 
 def test_a_class_is_flagged_only_when_outlier_and_counterfactual_agree():

@@ -28,7 +28,7 @@ import numpy as np
 
 from .context import AuditContext
 from .spray_tasks import REGION_ALTERNATIVES, STAGE, UNASSIGNED_PART, SprayJob, SprayPlugin, plugin_name, region_score_column
-from .spray_tasks import analyze_class, confirm, find_carriers, regroup
+from .spray_tasks import analyze_class, confirm, find_carriers, regroup, screen_classes
 
 PART_BYTES = 128 << 20  # class-grouped maps per regroup task (float32 H x W per sample)
 MIN_PARTS = 8  # small runs still spread the regroup pass over the workers
@@ -190,6 +190,9 @@ def _class_summaries(ctx: AuditContext, client, key: str, plan: _Plan, phases: d
         mark = time.perf_counter()
         total_ok = int((plan.target >= 0).sum())
         share_total = client.scatter(share_total, broadcast=True)
+        searched = _recurring_classes(ctx, client, key, plan, share_total, total_ok)
+        phases["screen"] = time.perf_counter() - mark
+        mark = time.perf_counter()
         order = np.argsort(plan.target, kind="stable")
         bounds = np.searchsorted(plan.target[order], [todo, np.add(todo, 1)])
         classified = np.flatnonzero(plan.target >= 0)
@@ -199,7 +202,8 @@ def _class_summaries(ctx: AuditContext, client, key: str, plan: _Plan, phases: d
             idx = order[lo:hi]
             futures.append(client.submit(
                 analyze_class, key, c, idx, [plan.keys[i] for i in idx], plan.mislabel[idx],
-                share_total, total_ok - len(idx), reference, pure=False, retries=3, key=f"spray-{key}-{c}"))
+                share_total, total_ok - len(idx), reference, c in searched, pure=False, retries=3,
+                key=f"spray-{key}-{c}"))
         with tqdm(total=len(plan.classes), initial=len(plan.classes) - len(todo), desc="spray", unit="class",
                   disable=ctx.quiet, leave=False) as bar:
             for future in as_completed(futures):
@@ -207,7 +211,33 @@ def _class_summaries(ctx: AuditContext, client, key: str, plan: _Plan, phases: d
                 summaries[summary["class_id"]] = summary
                 bar.update(1)
         phases["classes"] = time.perf_counter() - mark
+        for c in todo:  # worker-seconds per part of the class task, summed over the classes done now
+            for part, seconds in (summaries[c].get("seconds") or {}).items():
+                phases[f"classes.{part}"] = phases.get(f"classes.{part}", 0.0) + seconds
     return [summaries[int(c)] for c in plan.classes]
+
+
+SCREEN_BATCH = 64  # classes per screening task
+
+
+def _recurring_classes(ctx: AuditContext, client, key: str, plan: _Plan, share_total, total: int) -> set[int]:
+    """The classes the recurring search runs on: every class when there are at most
+    ``spray.recurring_classes`` (0: always every class), else that many with the largest
+    :func:`unhans.spray.recurring_screen` (computed from the class-grouped maps of every class, so a
+    resumed run picks the same ones)."""
+    limit = ctx.config.spray.recurring_classes
+    classes = [int(c) for c in plan.classes]
+    if limit <= 0 or len(classes) <= limit:
+        return set(classes)
+    counts = np.bincount(plan.target[plan.target >= 0], minlength=max(classes) + 1)
+    batches = [classes[i:i + SCREEN_BATCH] for i in range(0, len(classes), SCREEN_BATCH)]
+    futures = [client.submit(screen_classes, key, b, [int(counts[c]) for c in b], share_total, total,
+                             pure=False, retries=3) for b in batches]
+    values = np.concatenate([np.asarray(v, np.float64) for v in client.gather(futures)])
+    chosen = np.argsort(-values, kind="stable")[:limit]
+    ctx.log(f"spray: the recurring-pattern search runs on the {limit} of {len(classes)} classes whose relevance "
+            f"concentrates most (screen {values[chosen[-1]]:.3f} and above; median {np.median(values):.3f})")
+    return {classes[i] for i in chosen}
 
 
 def _regroup(ctx: AuditContext, client, key: str, plan: _Plan) -> np.ndarray:

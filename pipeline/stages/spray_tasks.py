@@ -150,17 +150,51 @@ def regroup(job_key: str, part: int, start: int, stop: int, target: np.ndarray) 
     return total
 
 
+class _Clock:
+    """Seconds spent in each part of a task (the stage sums them over classes: worker-seconds per part)."""
+
+    def __init__(self):
+        import time
+
+        self._now = time.perf_counter
+        self._mark = self._now()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = self._now()
+        self.laps[name] = round(self.laps.get(name, 0.0) + now - self._mark, 4)
+        self._mark = now
+
+
+def screen_classes(job_key: str, classes: list[int], counts: list[int], share_total: np.ndarray,
+                   total: int) -> list[float]:
+    """:func:`unhans.spray.recurring_screen` of each of ``classes`` (``counts``: their sizes; ``total``:
+    samples with a class), from the class-grouped maps: which classes the recurring search runs on."""
+    from unhans.spray import recurring_screen, relevance_shares
+
+    loaded = _loaded(job_key)
+    out = []
+    for class_id, count in zip(classes, counts):
+        _, heatmaps = loaded.class_maps().read(int(class_id))
+        shares = relevance_shares(heatmaps)
+        other_mean = (share_total - shares.sum(0)) / max(total - count, 1)
+        out.append(recurring_screen(shares, other_mean, loaded.job.window))
+    return out
+
+
 def analyze_class(job_key: str, class_id: int, idx: np.ndarray, keys: list[str],
-                  mislabel_flags: np.ndarray, share_total: np.ndarray, others: int, reference: np.ndarray) -> dict:
+                  mislabel_flags: np.ndarray, share_total: np.ndarray, others: int, reference: np.ndarray,
+                  search_recurring: bool = True) -> dict:
     """SpRAy and Clever-Hans evidence of one class; writes its table part, means and marker; returns its summary.
 
     idx: the class's sample ids (sorted); its maps come from the class-grouped parts
     (:func:`regroup`); share_total: the summed share maps of every sample with a class;
     others: how many of those are not in this class; reference: ids of an evenly spaced sample
-    of all classified samples (those of other classes are the recurring search's reference).
+    of all classified samples (those of other classes are the recurring search's reference);
+    search_recurring: whether the recurring search runs (the stage's screen, :func:`screen_classes`).
 
     Three detectors run: the fixed-window one on the SpRAy clusters (:func:`unhans.spray.class_evidence`),
-    the recurring-pattern one (:func:`unhans.spray.recurring_evidence`) and the region one
+    the recurring-pattern one (:func:`unhans.spray.recurring_evidence`; only where ``search_recurring``) and the region one
     (:func:`unhans.spray.region_evidence`: a mask of any shape from the SpRAy clusters' relevance). The
     class's pixel-pattern candidate (``candidate``, column ``artifact_score``) is the recurring one (the
     fixed-window one only where the recurring search finds no group); the region candidate is kept
@@ -181,27 +215,36 @@ def analyze_class(job_key: str, class_id: int, idx: np.ndarray, keys: list[str],
     loaded = _loaded(job_key)
     job, cfg = loaded.job, loaded.job.spray
     run = Path(job.run_dir)
+    clock = _Clock()
     ids, heatmaps = loaded.class_maps().read(int(class_id))  # (M, H, W), scale applied, channels summed
     if not np.array_equal(ids, idx):
         raise RuntimeError(f"class {class_id}: the class-grouped maps hold {len(ids)} samples, the plan {len(idx)}; "
                            "rerun the audit (the spray stage rebuilds them)")
     shares = relevance_shares(heatmaps)
     features = normalize_features(pool_heatmaps(heatmaps, cfg.pool_size, cfg.relevance), cfg.normalize)
+    clock.lap("read")
     analysis = analyze_group(features, n_neighbors=cfg.n_neighbors, max_clusters=cfg.max_clusters, seed=cfg.seed)
+    clock.lap("spray")
     umap_xy = np.full((len(idx), 2), np.nan, np.float32)
     if cfg.umap:
         umap_xy[:] = umap_map(features, analysis.graph, seed=cfg.seed, spectral=analysis.embedding)
+    clock.lap("umap")
     other_mean = (share_total - shares.sum(0)) / max(others, 1)
     class_images = np.asarray(loaded.images[idx], dtype=np.float32)
     fixed = class_evidence(shares, class_images, analysis.by_resolution, int(class_id), other_mean_share=other_mean,
                            pixel_std=job.pixel_std, window=job.window, mislabel_flags=mislabel_flags)
-    others_ref = reference[np.isin(reference, idx, assume_unique=True, invert=True)]
-    recurring = recurring_evidence(shares, class_images, int(class_id),
-                                   other_images=np.asarray(loaded.images[others_ref], dtype=np.float32),
-                                   other_mean_share=other_mean, pixel_std=job.pixel_std, window=job.window,
-                                   mislabel_flags=mislabel_flags)
+    clock.lap("fixed")
+    recurring = None
+    if search_recurring:
+        others_ref = reference[np.isin(reference, idx, assume_unique=True, invert=True)]
+        recurring = recurring_evidence(shares, class_images, int(class_id),
+                                       other_images=np.asarray(loaded.images[others_ref], dtype=np.float32),
+                                       other_mean_share=other_mean, pixel_std=job.pixel_std, window=job.window,
+                                       mislabel_flags=mislabel_flags)
+    clock.lap("recurring")
     regions = region_evidence(shares, analysis.by_resolution, int(class_id), other_mean_share=other_mean,
                               mislabel_flags=mislabel_flags, count=REGION_ALTERNATIVES)
+    clock.lap("region")
     region_scores = [score for _, score in regions] + [np.zeros(len(idx))] * (REGION_ALTERNATIVES - len(regions))
     region = regions[0][0] if regions else None
     means = {str(c): heatmaps[analysis.clusters == c].mean(0) for c in range(analysis.n_clusters)}
@@ -234,6 +277,7 @@ def analyze_class(job_key: str, class_id: int, idx: np.ndarray, keys: list[str],
         "region_candidate": region.to_dict(with_members=True) if region is not None else None,
         "region_alternatives": [found.to_dict(with_members=True) for found, _ in regions[1:]],
         "region_share": {str(c): v["share"].tolist() for c, v in pooled.items()},
+        "recurring_searched": bool(search_recurring),
     }
     write_part(run, STAGE, int(class_id), pa.table({
         "sample_id": pa.array(idx, pa.int64()),
@@ -249,6 +293,8 @@ def analyze_class(job_key: str, class_id: int, idx: np.ndarray, keys: list[str],
         "umap_y": pa.array(umap_xy[:, 1], pa.float32()),
     }))
     write_class_means(run, int(class_id), means)
+    clock.lap("rest")
+    summary["seconds"] = clock.laps  # worker-seconds per part (the stage's phases sum them)
     Markers(run).mark_unit(STAGE, int(class_id), summary=summary)  # last: it vouches for the part and the means
     return summary
 
@@ -257,20 +303,25 @@ def find_carriers(job_key: str, start: int, stop: int, target: np.ndarray,
                   candidates: list[dict]) -> dict[int, tuple[list[int], list[float]]]:
     """Samples in [start, stop) explained as another class whose input carries a candidate's pattern,
     with their artifact score against it (class → (sample ids, scores))."""
-    from unhans.spray import ClusterEvidence, pattern_carriers, recurring_distances
-    from unhans.spray.recurring_patterns import scores_at
+    from unhans.spray import ClusterEvidence, pattern_carriers
+    from unhans.spray.recurring_patterns import recurring_distances_many, scores_at
 
     loaded = _loaded(job_key)
     block = np.asarray(loaded.images[start:stop], dtype=np.float32)
     std = loaded.job.pixel_std
     found: dict[int, tuple[list[int], list[float]]] = {}
+    labelled = np.flatnonzero(target >= 0)
+    recurring = [ClusterEvidence.from_dict(c) for c in candidates if c.get("placement") == "recurring"]
+    # every recurring pattern matched in one pass over the block's samples with a class (cheaper than
+    # one pass per pattern over each one's other classes)
+    matched = dict(zip((e.class_id for e in recurring), recurring_distances_many(block[labelled], recurring, std)))
     for candidate in candidates:
         evidence = ClusterEvidence.from_dict(candidate)
         other = np.flatnonzero((target >= 0) & (target != evidence.class_id))
         if len(other) == 0:
             found[evidence.class_id] = ([], [])
         elif evidence.placement == "recurring":
-            dist, _ = recurring_distances(block[other], evidence, std)
+            dist = matched[evidence.class_id][0][np.searchsorted(labelled, other)]
             hits = dist <= evidence.pattern_cut
             found[evidence.class_id] = ((other[hits] + start).tolist(), scores_at(evidence, dist[hits]).tolist())
         else:
