@@ -57,7 +57,7 @@ SEPARATION_DECADES = 2.0  # the gap (rest / members, 90% quantiles) at which sep
 SCORE_UNIT = 0.5     # the product above at which a class is flagged (so both detectors flag at score 1.0)
 MAX_SEARCH = 512     # a larger class is searched on an evenly spaced subset of this size
 COPY_DISTANCE = 0.1  # σ_x: a window this close to a seed (on its distinct pixels) is a copy of it
-CHUNK = 256         # samples per block of the sliding-window products
+CHUNK = 256         # images per block matched at once (bounds the (n, S, P, Q) distance maps)
 COPY_SEEDS = 64     # candidate windows whose copies are counted (of two per sample)
 
 

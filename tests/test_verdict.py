@@ -95,6 +95,9 @@ def test_a_class_is_flagged_only_when_outlier_and_counterfactual_agree():
     assert not decide(scores, {})[0].flagged
     weak = {("pattern", 0): {"confirmed": False, "effect": 0.025, "ci_low": 0.016, "ci_high": 0.034}}
     assert decide(scores, weak)[0].flagged
+    # a tight interval around a negligible rise is no agreement (a calibration class: +0.002, score z 7.0)
+    negligible = {("pattern", 0): {"confirmed": False, "effect": 0.002, "ci_low": 0.0018, "ci_high": 0.0022}}
+    assert not decide(scores, negligible)[0].flagged
     assert ranking(verdicts)[0] == 0
 
 
