@@ -6,16 +6,19 @@ The client only plans and gathers small summaries (:mod:`.spray_tasks` does the 
    by class (:mod:`unhans.storage.class_maps`) and sums their relevance-share maps (the "other
    classes" baseline of the Clever-Hans evidence): one (H, W) map each. In a shuffled dataset a
    class sits in every shard; without this pass every class would read the whole store;
-2. one task per class reads only that class's rows of the grouped maps, runs SpRAy (pooled, normalized heatmaps
+2. with more than ``spray.recurring_classes`` classes, a screen (tasks of :data:`SCREEN_BATCH` classes,
+   window sums only) picks the classes the recurring-pattern search runs on;
+3. one task per class reads only that class's rows of the grouped maps, runs SpRAy (pooled, normalized heatmaps
    → kNN graph → spectral embedding, eigengap clustering, UMAP map) and the Clever-Hans evidence
-   (a fixed-window candidate from the SpRAy clusters and a recurring-pattern candidate found anywhere),
+   (a fixed-window candidate from the SpRAy clusters, a region candidate of any shape, and a
+   recurring-pattern candidate found anywhere where the screen chose the class),
    writes its part of the ``spray`` table, its cluster means and its marker, and returns its
    summary; a rerun skips classes with a marker (their summary is in the marker);
-3. the verdict (:mod:`unhans.spray.verdict`): each detector's best classes and its outlier classes
-   get a counterfactual check, one task each; a class is flagged when its candidate is an outlier
+4. the verdict (:mod:`unhans.spray.verdict`): each detector's best classes, its outlier classes and
+   (with many classes) a reference spread over its ranking get a counterfactual check, one task each; a class is flagged when its candidate is an outlier
    among classes (its score, or the effect of its check) and the check says its paste raises p(class). Each class's summary gets its ``verdict``, and its
    ``candidate`` becomes the one the verdict speaks of (the pixel-pattern one or the region one);
-4. shard tasks find other classes' samples that carry the pattern of a flagged pixel-pattern
+5. shard tasks find other classes' samples that carry the pattern of a flagged pixel-pattern
    candidate: those samples become artifact suspects too. Searching every class's candidate would
    cost classes x samples pattern checks for nothing.
 
