@@ -217,6 +217,8 @@ def _class_summaries(ctx: AuditContext, client, key: str, plan: _Plan, phases: d
         for c in todo:  # worker-seconds per part of the class task, summed over the classes done now
             for part, seconds in (summaries[c].get("seconds") or {}).items():
                 phases[f"classes.{part}"] = phases.get(f"classes.{part}", 0.0) + seconds
+    for summary in summaries.values():  # timings stay in the markers: spray.json is the same on every rerun
+        summary.pop("seconds", None)
     return [summaries[int(c)] for c in plan.classes]
 
 

@@ -294,7 +294,7 @@ def analyze_class(job_key: str, class_id: int, idx: np.ndarray, keys: list[str],
     }))
     write_class_means(run, int(class_id), means)
     clock.lap("rest")
-    summary["seconds"] = clock.laps  # worker-seconds per part (the stage's phases sum them)
+    summary["seconds"] = clock.laps  # worker-seconds per part, in the marker (the stage's phases sum them)
     Markers(run).mark_unit(STAGE, int(class_id), summary=summary)  # last: it vouches for the part and the means
     return summary
 
