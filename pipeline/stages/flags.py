@@ -19,7 +19,7 @@ def run(ctx: AuditContext) -> None:
 
     from unhans.spray import ClassVerdict, ClusterEvidence, ranking
     from unhans.spray.counterfactual import MIN_EFFECT
-    from unhans.spray.verdict import EFFECT_FLAG_Z, FLAG_Z
+    from unhans.spray.verdict import EFFECT_FLAG_Z, FLAG_Z, SCORE_PATH_RISE
     from unhans.storage import read_table
     from unhans.storage.atomic import write_json_atomic
 
@@ -94,7 +94,8 @@ def run(ctx: AuditContext) -> None:
                                   "latent_concept": concepts.get(e.class_id)} for e in flagged],
             "verdicts": [{**verdicts[k].to_dict(), "class_name": name(k)} for k in ranked],
             "confirmations": [c["confirmation"] for c in chosen.values() if c.get("confirmation")],
-            "flag_rule": {"outlier_z": FLAG_Z, "effect_outlier_z": EFFECT_FLAG_Z, "min_effect": MIN_EFFECT},
+            "flag_rule": {"outlier_z": FLAG_Z, "effect_outlier_z": EFFECT_FLAG_Z, "min_effect": MIN_EFFECT,
+                          "score_path_rise": SCORE_PATH_RISE},
             "artifact_suspects": int(artifact_suspect.sum()),
         },
         "mislabel": {"suspects": int(mislabel_suspect.sum()), "evidence": dynamics_info.get("evidence")},
